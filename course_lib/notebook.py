@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import random
+import sys
 import warnings
 
 from course_lib.config import Profile, get_profile
@@ -36,13 +38,14 @@ def _quiet_libraries(profile: Profile) -> None:
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
-    try:
+    # Environment variables reach transformers when it is imported later; importing it here
+    # would cost the numpy-only notebooks seconds.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
         import transformers
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()  # "Loading weights" bars on every load
-    except ImportError:
-        pass
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
@@ -63,11 +66,9 @@ def banner(profile: Profile) -> str:
         parts.append(f"torch={torch.__version__}")
     except ImportError:
         parts[1:1] = ["device=cpu"]
-    try:
-        import transformers
-
-        parts.append(f"transformers={transformers.__version__}")
-    except ImportError:
+    try:  # the version without the import, which costs seconds
+        parts.append(f"transformers={importlib.metadata.version('transformers')}")
+    except importlib.metadata.PackageNotFoundError:
         pass
     return "[course] " + " | ".join(parts)
 

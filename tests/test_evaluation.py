@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from course_lib.evaluation import kl_estimate, win_rate, winrate_matrix
+
+
+def test_single_run_matches_t_interval():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=400)
+    wr = win_rate(p, confidence=0.9)
+    lo, hi = stats.t.interval(0.9, len(p) - 1, loc=p.mean(), scale=stats.sem(p))
+    assert wr.mean == pytest.approx(p.mean())
+    assert (wr.low, wr.high) == pytest.approx((lo, hi))
+    assert wr.n_runs == 1 and wr.std_runs == 0.0
+
+
+def test_several_runs_use_run_means():
+    runs = np.array([[0.6] * 10, [0.7] * 10, [0.8] * 10])
+    wr = win_rate(runs)
+    assert wr.mean == pytest.approx(0.7)
+    assert wr.std_runs == pytest.approx(0.1)
+    assert wr.stderr == pytest.approx(0.1 / np.sqrt(3))
+
+
+def test_interval_covers_truth_at_nominal_rate():
+    """Coverage of the 95% interval over many simulated comparisons is close to 95%."""
+    rng = np.random.default_rng(1)
+    truth, hits, trials = 0.62, 0, 2000
+    for _ in range(trials):
+        wr = win_rate(rng.binomial(1, truth, size=200).astype(float))
+        hits += wr.low <= truth <= wr.high
+    assert 0.93 <= hits / trials <= 0.97
+
+
+def test_matrix_is_antisymmetric_by_construction():
+    rng = np.random.default_rng(2)
+    names = ["IPO", "IPO-MD", "DPO"]
+    pairwise = {
+        ("IPO", "IPO-MD"): rng.uniform(size=(9, 50)),
+        ("DPO", "IPO"): rng.uniform(0, 0.8, size=(9, 50)),
+        ("IPO-MD", "DPO"): rng.uniform(0.2, 1, size=(9, 50)),
+    }
+    m = winrate_matrix(names, pairwise)
+    np.testing.assert_array_equal(m.mean + m.mean.T, np.ones((3, 3)))
+    assert m.mean[2, 0] == pytest.approx(pairwise[("DPO", "IPO")].mean())
+    table = m.to_markdown()
+    assert table.splitlines()[0] == "| row \\ col | IPO | IPO-MD | DPO |"
+    assert f"{m.mean[0, 1]:.3f} ({m.std_runs[0, 1]:.3f})" in table
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match=r"\[1.5\]"):
+        win_rate([0.2, 1.5])
+    with pytest.raises(ValueError, match="shape"):
+        win_rate(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="confidence"):
+        win_rate([0.5, 0.5], confidence=1.2)
+    with pytest.raises(ValueError, match="no comparison given"):
+        winrate_matrix(["a", "b", "c"], {("a", "b"): [0.5]})
+    with pytest.raises(ValueError, match="given twice"):
+        winrate_matrix(["a", "b"], {("a", "b"): [0.5], ("b", "a"): [0.5]})
+    with pytest.raises(ValueError, match="unknown method 'z'"):
+        winrate_matrix(["a", "b"], {("a", "z"): [0.5]})
+
+
+def test_kl_estimate_is_unbiased_on_a_categorical():
+    rng = np.random.default_rng(3)
+    pi, ref = np.array([0.7, 0.2, 0.1]), np.array([0.3, 0.3, 0.4])
+    y = rng.choice(3, size=(200_000, 1), p=pi)
+    est = kl_estimate(np.log(pi[y]), np.log(ref[y])).mean()
+    assert est == pytest.approx(float(np.sum(pi * np.log(pi / ref))), abs=5e-3)
+    masked = kl_estimate([[1.0, 5.0]], [[0.0, 0.0]], mask=[[1, 0]])
+    assert masked.tolist() == [1.0]

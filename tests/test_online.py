@@ -1,0 +1,280 @@
+"""The online trainer on a tiny model: directions, labels, resume, NaN stop, config errors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import models
+from course_lib.online import (
+    ALGORITHMS,
+    NonFiniteLoss,
+    OfflinePair,
+    OnlineConfig,
+    OnlineTrainer,
+)
+from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+WORDS = "good bad fine the a summary post yes no maybe".split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(build_tokenizer([" ".join(WORDS)]), folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def good_judge(contexts, ys, y2s):
+    """P(y > y') = sigmoid(#good - #good'): a Bradley-Terry preference that likes 'good'."""
+    score = np.array([y.split().count("good") for y in ys], float)
+    score2 = np.array([y.split().count("good") for y in y2s], float)
+    return 1.0 / (1.0 + np.exp(-(score - score2)))
+
+
+def make_policy(tokenizer, lora=True, seed=0):
+    torch.manual_seed(seed)  # LoRA's A matrices are drawn from the global generator
+    model = models.tiny_llama(
+        vocab_size=len(tokenizer),
+        hidden=32,
+        layers=1,
+        heads=2,
+        seed=seed,
+        init_std=0.3,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if lora:
+        return models.apply_lora(model, models.LoraSettings(r=4, alpha=8.0)), None
+    ref = models.tiny_llama(
+        vocab_size=len(tokenizer),
+        hidden=32,
+        layers=1,
+        heads=2,
+        seed=seed,
+        init_std=0.3,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.train().requires_grad_(True)
+    return model, ref
+
+
+PROMPTS = ["<s> post yes <tldr>", "<s> post no maybe <tldr>", "<s> the post <tldr>"]
+
+
+def trainer_for(tokenizer, tmp_path=None, lora=True, **overrides):
+    settings = dict(
+        algorithm="online_ipo",
+        tau=0.5,
+        steps=3,
+        prompts_per_step=4,
+        lr=5e-3,
+        max_new_tokens=5,
+        seed=1,
+        progress=False,
+        monitor_every=0,
+    )
+    settings.update(overrides)
+    if tmp_path is not None:
+        settings["out_dir"] = str(tmp_path)
+    model, ref = make_policy(tokenizer, lora=lora)
+    return OnlineTrainer(
+        OnlineConfig(**settings), model, tokenizer, good_judge, prompts=PROMPTS, ref_model=ref
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["online_dpo", "online_slic", "online_ipo", "ipo_md", "nash_md_pg"]
+)
+def test_step_moves_policy_down_its_loss(tokenizer, name):
+    """One small step lowers the algorithm's own loss on the batch it was computed on."""
+    beta = 0.3 if ALGORITHMS[name].uses_beta else 0.0
+    tr = trainer_for(
+        tokenizer, algorithm=name, beta=beta, lr=1e-3, tau=0.5 if name != "online_slic" else 0.05
+    )
+    batch = tr._batch(0, 0)
+    p = good_judge(None, batch.y_texts, batch.y2_texts)
+    labels = torch.as_tensor(p, dtype=torch.float32)
+    with torch.no_grad():
+        before = tr._loss(batch, labels)[0].item()
+    tr._batch = lambda step, micro: batch
+    metrics = tr.step()
+    with torch.no_grad():
+        after = tr._loss(batch, labels)[0].item()
+    assert metrics["loss"] == pytest.approx(before, rel=1e-5)
+    assert after < before, (name, before, after)
+
+
+def test_samples_come_from_pi_and_reference_stays_fixed(tokenizer):
+    """After training, the adapter-off reference still equals the untouched base."""
+    tr = trainer_for(tokenizer, steps=3)
+    base, _ = make_policy(tokenizer, lora=False)
+    tr.train()
+    batch = tr._batch(99, 0)
+    with torch.no_grad():
+        _, ref_y, _, _ = tr._pair_logratios(batch)
+        direct = models.sequence_logprobs(
+            base,
+            batch.prompt_ids,
+            batch.prompt_mask,
+            batch.y,
+            batch.y_mask,
+            eos_token_id=tokenizer.eos_token_id,
+        )[0]
+    torch.testing.assert_close(ref_y, direct)
+    lora_b = [p for n, p in tr.policy.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # the adapter did move
+
+
+def test_labels(tokenizer):
+    tr = trainer_for(tokenizer, label="threshold")
+    np.testing.assert_array_equal(tr._labels(np.array([0.2, 0.5, 0.9]), 0, 0), [0.0, 0.5, 1.0])
+    tr = trainer_for(tokenizer, label="sampled")
+    p = np.full(20_000, 0.3)
+    drawn = tr._labels(p, 0, 0)
+    assert set(np.unique(drawn)) == {0.0, 1.0} and abs(drawn.mean() - 0.3) < 0.02
+    np.testing.assert_array_equal(drawn, tr._labels(p, 0, 0))  # seeded by the step
+
+
+def test_resume_continues_exactly(tokenizer, tmp_path):
+    full = trainer_for(tokenizer, tmp_path / "full", steps=4, monitor_every=2)
+    full.train()
+    half = trainer_for(tokenizer, tmp_path / "half", steps=4, checkpoint_every=2, monitor_every=2)
+    half.train(steps=2)
+    resumed = trainer_for(tokenizer, tmp_path / "half", steps=4, monitor_every=2)
+    assert resumed.load_checkpoint() == 2
+    resumed.train()
+    for a, b in zip(full.state.history, resumed.state.history, strict=True):
+        assert a["loss"] == b["loss"] and a["p_mean"] == b["p_mean"]
+    for (n, p), (_, q) in zip(
+        full.policy.named_parameters(), resumed.policy.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), n
+    log = [json.loads(x) for x in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in log] == [1, 2, 3, 4]
+
+
+def test_full_finetune_with_frozen_reference_resumes(tokenizer, tmp_path):
+    tr = trainer_for(tokenizer, tmp_path, lora=False, algorithm="ipo_md", beta=0.25, steps=2)
+    tr.train()
+    assert all(not p.requires_grad for p in tr.ref_model.parameters())
+    again = trainer_for(tokenizer, tmp_path, lora=False, algorithm="ipo_md", beta=0.25, steps=2)
+    assert again.load_checkpoint() == 2
+    for (n, p), (_, q) in zip(
+        tr.policy.named_parameters(), again.policy.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), n
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tokenizer, tmp_path, monkeypatch):
+    tr = trainer_for(tokenizer, tmp_path, steps=4, checkpoint_every=1)
+    tr.train(steps=1)
+    saved = (tmp_path / "checkpoint" / "trainable.safetensors").read_bytes()
+    real_loss = tr._loss
+
+    def nan_loss(batch, labels):
+        loss, h, ratio = real_loss(batch, labels)
+        return loss * float("nan"), h, ratio
+
+    monkeypatch.setattr(tr, "_loss", nan_loss)
+    with pytest.raises(NonFiniteLoss, match=r"step 2 is nan.*step 1\)"):
+        tr.train()
+    assert (tmp_path / "checkpoint" / "trainable.safetensors").read_bytes() == saved
+    assert all(torch.isfinite(p).all() for p in tr.policy.parameters())  # no step was taken
+    again = trainer_for(tokenizer, tmp_path, steps=4)
+    assert again.load_checkpoint() == 1
+
+
+def test_nan_weights_stop_at_sampling(tokenizer, tmp_path):
+    tr = trainer_for(tokenizer, tmp_path, steps=4, checkpoint_every=1)
+    tr.train(steps=1)
+    with torch.no_grad():
+        next(p for n, p in tr.policy.named_parameters() if "lora_A" in n).fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss, match="next-token probabilities are not finite"):
+        tr.train()
+    again = trainer_for(tokenizer, tmp_path, steps=4)
+    assert again.load_checkpoint() == 1
+    assert all(torch.isfinite(p).all() for p in again.policy.parameters())
+
+
+def test_monitor_reports_win_rate_and_kl(tokenizer):
+    tr = trainer_for(tokenizer, monitor_every=1, steps=1)
+    m = tr.train()[-1]
+    assert 0.0 <= m["win_vs_ref"] <= 1.0 and math.isfinite(m["kl"])
+    assert 1 <= m["length"] <= 5 and 0.0 <= m["eos_rate"] <= 1.0 and m["tokens_per_s"] > 0
+
+
+def test_offline_pairs(tokenizer):
+    pairs = [
+        OfflinePair(None, PROMPTS[0], "good good", "bad", 1.0),
+        OfflinePair(None, PROMPTS[1], "fine", "good", 0.2),
+    ]
+    model, _ = make_policy(tokenizer)
+    tr = OnlineTrainer(
+        OnlineConfig(
+            algorithm="offline_ipo",
+            tau=0.5,
+            steps=2,
+            prompts_per_step=2,
+            progress=False,
+            monitor_every=0,
+        ),
+        model,
+        tokenizer,
+        good_judge,
+        pairs=pairs,
+    )
+    hist = tr.train()
+    assert len(hist) == 2 and all(math.isfinite(h["loss"]) for h in hist)
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("tau", 0.0, "tau=0.0"),
+        ("tau", -1, "tau=-1"),
+        ("beta", 1.5, "beta=1.5"),
+        ("algorithm", "ppo", "algorithm='ppo'"),
+        ("label", "hard", "label='hard'"),
+        ("prompts_per_step", 0, "prompts_per_step=0"),
+        ("max_new_tokens", 2.5, "max_new_tokens=2.5"),
+        ("mixed_precision", "fp8", "mixed_precision='fp8'"),
+    ],
+)
+def test_config_errors_name_the_value(field, value, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        OnlineConfig(**{field: value}).validate()
+
+
+def test_beta_on_a_pi_only_algorithm_is_an_error():
+    with pytest.raises(ValueError, match="online_dpo samples from pi only"):
+        OnlineConfig(algorithm="online_dpo", beta=0.2).validate()
+
+
+def test_judge_reading_other_tokens_is_rejected(tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other"
+    save_tokenizer(build_tokenizer(["completely different words here"]), other)
+
+    def judge(c, a, b):
+        return np.full(len(a), 0.5)
+
+    judge.tokenizer = AutoTokenizer.from_pretrained(other)
+    judge.reads_policy_tokens = True
+    model, _ = make_policy(tokenizer)
+    with pytest.raises(ValueError, match="does not match the policy's"):
+        OnlineTrainer(OnlineConfig(progress=False), model, tokenizer, judge, prompts=PROMPTS)
+
+
+def test_full_model_without_reference_is_an_error(tokenizer):
+    model, _ = make_policy(tokenizer, lora=False)
+    with pytest.raises(ValueError, match="no LoRA adapter and no ref_model"):
+        OnlineTrainer(OnlineConfig(progress=False), model, tokenizer, good_judge, prompts=PROMPTS)
