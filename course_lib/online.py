@@ -348,21 +348,34 @@ class OnlineTrainer:
         prompt_ids, prompt_mask = self._encode_prompts([self.prompts[i] for i in idx])
         gen = torch.Generator(device=prompt_ids.device)
         gen.manual_seed(_step_seed(cfg.seed, step, micro, rank, 2))
+        B = prompt_ids.shape[0]
         with torch.no_grad():  # the stop-gradient: no gradient flows through the sampler
-            a = self._draw(self.algorithm.y_from, prompt_ids, prompt_mask, gen)
-            b = self._draw(self.algorithm.y2_from, prompt_ids, prompt_mask, gen)
+            if self.algorithm.y_from == self.algorithm.y2_from:
+                # one sampler call for both completions: a batch of 2B rows is cheaper than two
+                both = self._draw(
+                    self.algorithm.y_from, prompt_ids.repeat(2, 1), prompt_mask.repeat(2, 1), gen
+                )
+                texts = both.texts(self.tokenizer)
+                ya, ma, yb, mb = both.tokens[:B], both.mask[:B], both.tokens[B:], both.mask[B:]
+                ta, tb, logp_a = texts[:B], texts[B:], both.sequence_logprobs[:B]
+            else:
+                a = self._draw(self.algorithm.y_from, prompt_ids, prompt_mask, gen)
+                b = self._draw(self.algorithm.y2_from, prompt_ids, prompt_mask, gen)
+                ya, ma, yb, mb = a.tokens, a.mask, b.tokens, b.mask
+                ta, tb = a.texts(self.tokenizer), b.texts(self.tokenizer)
+                logp_a = a.sequence_logprobs
         return _Batch(
             [self.contexts[i] for i in idx],
             prompt_ids,
             prompt_mask,
-            a.tokens,
-            a.mask,
-            b.tokens,
-            b.mask,
-            a.texts(self.tokenizer),
-            b.texts(self.tokenizer),
-            y_logp_sampler=a.sequence_logprobs,
-            generated_tokens=int(a.mask.sum() + b.mask.sum()),
+            ya,
+            ma,
+            yb,
+            mb,
+            ta,
+            tb,
+            y_logp_sampler=logp_a,
+            generated_tokens=int(ma.sum() + mb.sum()),
         )
 
     def _labels(self, p: np.ndarray, step: int, micro: int) -> np.ndarray:
