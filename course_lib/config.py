@@ -51,6 +51,9 @@ class Profile:
     sweep_taus: tuple[float, ...]
     sweep_betas: tuple[float, ...]
     seeds: tuple[int, ...]
+    tiny_new_tokens: int  # completion length of the tiny policy (its summaries: ~25 tokens)
+    # -- scaling out (notebook 11) --------------------------------------------------------------
+    launch_processes: int  # CPU processes of the `accelerate launch` demo run (0: show only)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,6 +80,8 @@ PROFILES: dict[str, Profile] = {
         sweep_taus=(1.0,),
         sweep_betas=(0.125,),
         seeds=(0,),
+        tiny_new_tokens=8,
+        launch_processes=0,
     ),
     "cpu": Profile(
         name="cpu",
@@ -98,6 +103,8 @@ PROFILES: dict[str, Profile] = {
         sweep_taus=(0.1, 0.5, 1.0),
         sweep_betas=(0.125, 0.25),
         seeds=(0, 1, 2),
+        tiny_new_tokens=32,
+        launch_processes=2,
     ),
     "gpu": Profile(
         name="gpu",
@@ -119,6 +126,8 @@ PROFILES: dict[str, Profile] = {
         sweep_taus=(0.1, 0.5, 1.0, 5.0, 10.0),
         sweep_betas=(0.125, 0.25),
         seeds=(0, 1, 2),
+        tiny_new_tokens=48,
+        launch_processes=2,
     ),
 }
 

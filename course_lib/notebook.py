@@ -30,7 +30,7 @@ def seed_everything(seed: int = 0) -> None:
         pass
 
 
-def _quiet_libraries(profile: Profile) -> None:
+def quiet_libraries(profile: Profile) -> None:
     """Library progress bars and info logs are noise in saved outputs; in CI and in the smoke
     profile the course's own training bars (tqdm) are switched off too."""
     quiet = in_ci() or profile.name == "smoke"
@@ -79,7 +79,7 @@ def setup_notebook(seed: int = 0, profile: str | None = None, show: bool = True)
     Returns the active :class:`~course_lib.config.Profile`, from which the notebook reads sizes.
     """
     prof = get_profile(profile)
-    _quiet_libraries(prof)
+    quiet_libraries(prof)
     seed_everything(seed)
     from course_lib.plotting import set_style
 

@@ -493,3 +493,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# pairs unlike the training data
+# ---------------------------------------------------------------------------------------------
+
+PERTURBATIONS = ("shuffled", "repeated", "foreign_entity", "truncated_post")
+
+
+def perturbed_pairs(records, seed: int = 0) -> list[tuple[object, str, str, str]]:
+    """Pairs whose texts the training data never showed: the reference summary against a
+    perturbed copy of it. ``(record, reference, perturbed, kind)`` with kind in
+    :data:`PERTURBATIONS`: word order shuffled; a phrase repeated; a name the post never
+    mentions put in; the first sentence of the post instead of a summary. A policy that
+    optimises a learned preference model drifts towards such texts; where the model is
+    confidently wrong about them, it can be exploited ("preference hacking", NLHF §7)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for rec in records:
+        ref = rec.reference
+        words = ref.split()
+        kind = PERTURBATIONS[len(out) % len(PERTURBATIONS)]
+        if kind == "shuffled":
+            text = " ".join(words[i] for i in rng.permutation(len(words)))
+        elif kind == "repeated":
+            cut = max(2, len(words) // 3)
+            text = " ".join(words[:cut] + words[:cut] + words[cut:])
+        elif kind == "foreign_entity":
+            text = ref.rstrip("?.!") + " and my cousin Bartholomew in Reykjavik agrees."
+        else:
+            text = rec.post.split(". ")[0].strip() + "."
+        if text != ref:
+            out.append((rec, ref, text, kind))
+    return out
