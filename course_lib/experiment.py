@@ -157,11 +157,9 @@ class Experiment:
         return self.learned_judge(mode)
 
     def learned_judge(self, mode: str):
-        from course_lib.preference import PreferenceJudge, load_preference_model
-        from course_lib.tasks.summarisation import default_data_dir
+        from course_lib.preference import PreferenceJudge, default_model_dir, load_preference_model
 
-        folder = default_data_dir() / f"preference_model_{mode}"
-        return PreferenceJudge(load_preference_model(folder), self.tokenizer)
+        return PreferenceJudge(load_preference_model(default_model_dir(mode)), self.tokenizer)
 
     # -- one training run ---------------------------------------------------------------------
     def train(self, method: str, tau: float, beta: float, seed: int, mode: str):

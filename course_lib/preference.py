@@ -335,6 +335,15 @@ def save_preference_model(model: PreferenceModel, folder: str | Path) -> Path:
     return folder
 
 
+def default_model_dir(mode: str = "bt") -> Path:
+    """``data/preference_model_<mode>``: the committed models of the tiny track."""
+    from course_lib.tasks.summarisation import default_data_dir
+
+    if mode not in ("bt", "nt"):
+        raise ValueError(f"mode={mode!r} is invalid: choose 'bt' or 'nt'")
+    return default_data_dir() / f"preference_model_{mode}"
+
+
 def load_preference_model(folder: str | Path) -> PreferenceModel:
     from safetensors.torch import load_file
 

@@ -112,3 +112,24 @@ def test_bad_inputs_are_named():
         pf.calibration([0.1, 0.2], [1])
     with pytest.raises(FileNotFoundError, match="no preference model"):
         pf.load_preference_model("/nonexistent/pm")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["bt", "nt"])
+def test_committed_model_agrees_with_the_oracle(mode):
+    """The committed models, on the 1000 held-out test pairs. The bar comes from the labels' own
+    noise: a model that always picks the oracle's side agrees with the sampled labels only
+    E[max(P*, 1 - P*)] of the time (0.83 in bt mode, 0.87 in nt); ours must come within 0.125
+    of that (measured: 0.089 below in bt, 0.118 in nt), and agree with the oracle's side on
+    at least 70% of pairs (chance: 50%)."""
+    from course_lib.tasks import load_pairs, load_split, load_tokenizer
+
+    model = pf.load_preference_model(pf.default_model_dir(mode))
+    test = pf.examples_from_pairs(load_pairs("test"), load_split("test"), load_tokenizer(), mode)
+    p = pf.predict(model, test)
+    p_star = np.array([e.p_oracle for e in test])
+    labels = np.array([e.label for e in test])
+    bar = pf.bayes_label_agreement(p_star)
+    assert np.mean((p > 0.5) == (labels > 0.5)) >= bar - 0.125
+    assert pf.agreement(p, p_star) >= 0.70
+    assert pf.calibration(p, p_star).ece < 0.08
