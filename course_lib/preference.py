@@ -53,6 +53,12 @@ class PMConfig:
     heads: int = 4
     max_len: int = 192
     dropout: float = 0.1
+    # real track: a pretrained causal LM as the encoder ("embedded", a folder or a hub id), with
+    # LoRA of rank lora_r, optionally in 4-bit; d_model is then the backbone's hidden size
+    backbone: str | None = None
+    lora_r: int = 8
+    load_in_4bit: bool = False
+    separator: str = "\n\nTL;DR: "  # text between post and summary for a backbone
 
     def validate(self) -> None:
         if self.kind not in ("pairwise", "bt"):
@@ -90,6 +96,29 @@ class _Encoder(nn.Module):
         return (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
 
+class _BackboneEncoder(nn.Module):
+    """u(x, y) from a pretrained causal LM with LoRA: the last layer's hidden state at the last
+    token of ``post + separator + summary`` (a causal model has read everything there)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids, segments, mask):
+        from course_lib.models import position_ids_from_mask
+
+        out = self.lm(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        last = mask.sum(1) - 1  # rows are right-padded
+        return out.hidden_states[-1][torch.arange(ids.shape[0], device=ids.device), last].float()
+
+
 class PreferenceModel(nn.Module):
     """P_phi(y > y'|x) from token ids of the post x and the summaries y, y' (lists of ints).
 
@@ -101,11 +130,20 @@ class PreferenceModel(nn.Module):
     serve both orders.
     """
 
-    def __init__(self, cfg: PMConfig):
+    def __init__(self, cfg: PMConfig, lm=None, sep_ids: Sequence[int] = ()):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.net = _Encoder(cfg)
+        self.sep_ids = list(sep_ids)
+        if cfg.backbone is None:
+            self.net = _Encoder(cfg)
+        else:
+            if lm is None:
+                raise ValueError(
+                    "a backbone preference model needs its language model: use "
+                    "backbone_preference_model() or load_preference_model()"
+                )
+            self.net = _BackboneEncoder(lm)
         d = cfg.d_model
         if cfg.kind == "bt":
             self.head = nn.Linear(d, 1)
@@ -118,7 +156,7 @@ class PreferenceModel(nn.Module):
         budget = self.cfg.max_len
         rows, segs = [], []
         for x, y in pairs:
-            y = list(y)[: budget - 1]
+            y = (self.sep_ids + list(y))[: budget - 1]
             keep = budget - len(y)
             x = list(x)[-keep:] if keep > 0 else []
             rows.append(x + y)
@@ -315,8 +353,47 @@ def train_preference_model(
     return TrainReport(epoch, best_epoch, train_curve, valid_curve, epoch < epochs)
 
 
+def backbone_preference_model(
+    source: str = "embedded",
+    kind: str = "pairwise",
+    lora_r: int = 8,
+    load_in_4bit: bool = False,
+    max_len: int = 256,
+    dropout: float = 0.0,
+):
+    """The real track's preference model: a pretrained causal LM (SmolLM2 by default) with a LoRA
+    adapter as the encoder, the same heads and symmetrisation as the tiny one. Returns
+    ``(model, tokenizer)``; train it with :func:`train_preference_model` on examples encoded with
+    this tokenizer. Meant for a GPU; it runs on the CPU at smoke sizes."""
+    from course_lib.models import LoraSettings, load_policy
+
+    policy = load_policy(source, load_in_4bit=load_in_4bit, lora=LoraSettings(r=lora_r))
+    tok, lm = policy.tokenizer, policy.model
+    hidden = lm.config.hidden_size
+    heads = lm.config.num_attention_heads
+    cfg = PMConfig(
+        kind=kind,
+        vocab_size=len(tok),
+        pad_id=tok.pad_token_id,
+        d_model=hidden,
+        heads=heads,
+        max_len=max_len,
+        dropout=dropout,
+        backbone=source,
+        lora_r=lora_r,
+        load_in_4bit=load_in_4bit,
+    )
+    sep = tok(cfg.separator, add_special_tokens=False)["input_ids"]
+    model = PreferenceModel(cfg, lm=lm, sep_ids=sep)
+    model.head.to(next(lm.parameters()).device)
+    return model, tok
+
+
 def save_preference_model(model: PreferenceModel, folder: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors``, written to a temporary folder and renamed."""
+    """``config.json`` + ``model.safetensors``, written to a temporary folder and renamed.
+
+    A backbone model saves only what training changed (the LoRA adapter and the heads); its
+    backbone is reloaded from ``cfg.backbone``."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -324,7 +401,11 @@ def save_preference_model(model: PreferenceModel, folder: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         (tmp / "config.json").write_text(json.dumps(asdict(model.cfg), indent=1) + "\n")
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if model.cfg.backbone is None:
+            items = model.state_dict().items()
+        else:
+            items = ((k, v) for k, v in model.named_parameters() if v.requires_grad)
+        state = {k: v.detach().cpu().contiguous() for k, v in items}
         save_file(state, str(tmp / "model.safetensors"))
         if folder.exists():
             shutil.rmtree(folder)
@@ -350,8 +431,23 @@ def load_preference_model(folder: str | Path) -> PreferenceModel:
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no preference model in {folder} (config.json missing)")
-    model = PreferenceModel(PMConfig(**json.loads((folder / "config.json").read_text())))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    cfg = PMConfig(**json.loads((folder / "config.json").read_text()))
+    state = load_file(str(folder / "model.safetensors"))
+    if cfg.backbone is None:
+        model = PreferenceModel(cfg)
+        model.load_state_dict(state)
+        return model.eval()
+    model, _ = backbone_preference_model(
+        cfg.backbone, cfg.kind, cfg.lora_r, cfg.load_in_4bit, cfg.max_len, cfg.dropout
+    )
+    trainable = {k for k, v in model.named_parameters() if v.requires_grad}
+    if set(state) != trainable:
+        raise ValueError(
+            f"{folder} does not match a {cfg.backbone!r} backbone with LoRA r="
+            f"{cfg.lora_r}: {sorted(set(state) ^ trainable)[:5]}"
+        )
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
     return model.eval()
 
 
@@ -443,29 +539,50 @@ def train_for_task(
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    backbone: str | None = None,
+    load_in_4bit: bool = False,
+    lr: float = 1e-3,
+    batch_size: int = 32,
 ) -> tuple[PreferenceModel, dict]:
     """Train a preference model on the synthetic task's pairs (labels sampled from the oracle in
     ``mode``), early-stopped on the validation pairs; report agreement and calibration on the
-    test pairs. Returns the model and the report (also written beside the weights)."""
+    test pairs. Returns the model and the report (also written beside the weights).
+
+    ``backbone`` ("embedded", a folder or a hub id) trains the real track's model, a LoRA on a
+    pretrained LM (:func:`backbone_preference_model`), instead of the tiny transformer.
+    """
     from course_lib.tasks import load_pairs, load_split, load_tokenizer
 
-    tokenizer = load_tokenizer()
+    torch.manual_seed(seed)
+    if backbone is not None:
+        model, tokenizer = backbone_preference_model(backbone, kind, load_in_4bit=load_in_4bit)
+    else:
+        tokenizer = load_tokenizer()
+        model = PreferenceModel(
+            PMConfig(kind=kind, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id)
+        )
     train = examples_from_pairs(
         load_pairs("train")[:n_train], load_split("pretrain"), tokenizer, mode
     )
     valid = examples_from_pairs(load_pairs("valid"), load_split("valid"), tokenizer, mode)
     test = examples_from_pairs(load_pairs("test"), load_split("test"), tokenizer, mode)
-    torch.manual_seed(seed)
-    model = PreferenceModel(
-        PMConfig(kind=kind, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id)
+    fit = train_preference_model(
+        model,
+        train,
+        valid,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
     )
-    fit = train_preference_model(model, train, valid, epochs=epochs, seed=seed, progress=progress)
     p = predict(model, test)
     p_star = np.array([e.p_oracle for e in test])
     labels = np.array([e.label for e in test])
     report = {
         "mode": mode,
         "kind": kind,
+        "backbone": backbone,
         "train_pairs": len(train),
         "seed": seed,
         **asdict(fit),
@@ -493,9 +610,28 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--pairs", type=int, default=None, help="training pairs (default: all)")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--backbone",
+        default=None,
+        help="real track: 'embedded' (SmolLM2), a folder or a hub id, with LoRA",
+    )
+    t.add_argument("--load-in-4bit", action="store_true", help="4-bit NF4 backbone")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    _, report = train_for_task(args.mode, args.kind, args.pairs, args.epochs, args.seed, args.out)
+    _, report = train_for_task(
+        args.mode,
+        args.kind,
+        args.pairs,
+        args.epochs,
+        args.seed,
+        args.out,
+        backbone=args.backbone,
+        load_in_4bit=args.load_in_4bit,
+        lr=args.lr,
+        batch_size=args.batch_size,
+    )
     print(json.dumps(report, indent=1))
     return 0
 

@@ -1,5 +1,7 @@
 """The learned preference models: exact symmetry, training, reports, checkpoints."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,61 @@ def test_committed_model_agrees_with_the_oracle(mode):
     assert np.mean((p > 0.5) == (labels > 0.5)) >= bar - 0.125
     assert pf.agreement(p, p_star) >= 0.70
     assert pf.calibration(p, p_star).ece < 0.08
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    """A random tiny Llama and a word-level tokenizer saved as a local model folder."""
+    from course_lib import models
+    from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
+
+    folder = tmp_path_factory.mktemp("backbone")
+    save_tokenizer(
+        build_tokenizer(["my wife got a job in miami should i move TL ; DR : good bad"]), folder
+    )
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    models.tiny_llama(
+        vocab_size=len(tok),
+        hidden=64,
+        layers=1,
+        heads=4,
+        seed=0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+def test_backbone_model_is_antisymmetric_trains_and_reloads(tiny_backbone, tmp_path):
+    torch.manual_seed(0)
+    model, tok = pf.backbone_preference_model(tiny_backbone, lora_r=4, max_len=32)
+    assert model.cfg.backbone == tiny_backbone and model.cfg.d_model == 64
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all("lora_" not in n and not n.startswith("head") for n in frozen)
+    enc = pf.PreferenceJudge(model, tok).encode
+    x = enc(["my wife got a job in miami should i move"])[0]
+    good, bad = enc(["my wife got a job in miami good", "bad bad should"])
+    train = [pf.Example(x, good, bad, 1.0, 1.0), pf.Example(x, bad, good, 0.0, 0.0)] * 4
+    with torch.no_grad():
+        p, q = model([x, x], [good, bad], [bad, good]), model([x, x], [bad, good], [good, bad])
+    assert torch.equal(p + q, torch.ones_like(p))
+    before = pf.mean_loss(model, train)
+    pf.train_preference_model(
+        model,
+        train,
+        train,
+        epochs=5,
+        batch_size=8,
+        lr=5e-3,
+        progress=False,
+        out_dir=tmp_path / "pm",
+    )
+    assert pf.mean_loss(model, train) < before
+    saved = json.loads((tmp_path / "pm" / "config.json").read_text())
+    assert saved["backbone"] == tiny_backbone
+    loaded = pf.load_preference_model(tmp_path / "pm")
+    np.testing.assert_allclose(pf.predict(loaded, train), pf.predict(model, train), atol=1e-6)
+    with pytest.raises(ValueError, match="needs its language model"):
+        pf.PreferenceModel(pf.PMConfig(vocab_size=5, backbone="embedded"))
