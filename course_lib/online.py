@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +45,7 @@ import numpy as np
 import torch
 
 from course_lib import losses
+from course_lib.atomic import atomic_dir
 from course_lib.evaluation import kl_estimate
 from course_lib.models import (
     ensure_pad_token,
@@ -616,9 +614,7 @@ class OnlineTrainer:
         self.accelerator.wait_for_everyone()
         target = self.checkpoint_path()
         if self.accelerator.is_main_process:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=target.parent))
-            try:
+            with atomic_dir(target) as tmp:
                 weights = {
                     n: p.detach().cpu().contiguous()
                     for n, p in self.policy.named_parameters()
@@ -638,14 +634,6 @@ class OnlineTrainer:
                     "history": self.state.history,
                 }
                 (tmp / "state.json").write_text(json.dumps(state))
-                old = target.with_name(target.name + ".old")
-                if target.exists():
-                    os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         self.accelerator.wait_for_everyone()
         return target
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from course_lib.atomic import atomic_dir
 
 
 def sym_sigmoid(d: torch.Tensor) -> torch.Tensor:
@@ -397,9 +396,7 @@ def save_preference_model(model: PreferenceModel, folder: str | Path) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         (tmp / "config.json").write_text(json.dumps(asdict(model.cfg), indent=1) + "\n")
         if model.cfg.backbone is None:
             items = model.state_dict().items()
@@ -407,12 +404,6 @@ def save_preference_model(model: PreferenceModel, folder: str | Path) -> Path:
             items = ((k, v) for k, v in model.named_parameters() if v.requires_grad)
         state = {k: v.detach().cpu().contiguous() for k, v in items}
         save_file(state, str(tmp / "model.safetensors"))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
