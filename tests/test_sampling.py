@@ -127,7 +127,9 @@ def test_mixture_logprobs_match_full_recomputation(lms, beta, temperature):
     )
     check_eos_layout(s)
     assert s.mask[:, 0].all() and s.tokens.shape[1] <= 6
-    assert max_logprob_error(s, policy, beta, temperature=temperature) < 1e-5
+    # float32: a cached and an uncached forward differ by about 1e-5 (more with threads that
+    # reorder sums); the wrong samplers below miss by more than 1e-2
+    assert max_logprob_error(s, policy, beta, temperature=temperature) < 1e-4
 
 
 def test_mixture_with_a_separate_reference_model(lms):
@@ -136,7 +138,7 @@ def test_mixture_with_a_separate_reference_model(lms):
     s = sample_mixture(
         policy, ids, mask, beta=0.3, ref_model=other, max_new_tokens=6, eos_token_id=EOS, seed=1
     )
-    assert max_logprob_error(s, policy, 0.3, ref_model=other) < 1e-5
+    assert max_logprob_error(s, policy, 0.3, ref_model=other) < 1e-4
     # ... and it is not the adapter-off base: the same tokens are scored differently there
     assert max_logprob_error(s, policy, 0.3) > 1e-2
 
