@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_sampling import HEADER, load_average, machine  # noqa: E402
+from bench_sampling import load_average, machine, write_section  # noqa: E402
 
 from course_lib.config import get_profile  # noqa: E402
 from course_lib.online import OnlineConfig, OnlineTrainer  # noqa: E402
@@ -262,16 +262,6 @@ def render(res: dict, args, argv, before, after, seconds) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
-    text = path.read_text() if path.exists() else HEADER
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prof = get_profile("cpu")
@@ -309,7 +299,7 @@ def main(argv=None) -> int:
     section = render(res, args, argv, before, load_average(), seconds)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, RESULTS, START, END)
         print(f"written to {RESULTS}")
     return 0
 

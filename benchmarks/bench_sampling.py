@@ -215,11 +215,13 @@ def render(timing, memory, args, before, after) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
+def write_section(section: str, path: Path = RESULTS, start: str = START, end: str = END) -> None:
+    """Replace this script's section of RESULTS.md (between ``start`` and ``end``), or append it;
+    every benchmark script shares this writer with its own markers."""
     text = path.read_text() if path.exists() else HEADER
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
