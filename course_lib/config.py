@@ -52,6 +52,11 @@ class Profile:
     sweep_betas: tuple[float, ...]
     seeds: tuple[int, ...]
     tiny_new_tokens: int  # completion length of the tiny policy (its summaries: ~25 tokens)
+    # -- the real track (notebook 10, ``reproduce --track real``): SmolLM2 in 4-bit with LoRA ----
+    real_train_steps: int  # optimiser steps per method
+    real_prompts_per_step: int
+    real_new_tokens: int  # completion length of the pretrained policy
+    real_eval_prompts: int  # held-out prompts per side-by-side comparison
     # -- scaling out (notebook 11) --------------------------------------------------------------
     launch_processes: int  # CPU processes of the `accelerate launch` demo run (0: show only)
 
@@ -81,6 +86,10 @@ PROFILES: dict[str, Profile] = {
         sweep_betas=(0.125,),
         seeds=(0,),
         tiny_new_tokens=8,
+        real_train_steps=2,
+        real_prompts_per_step=1,
+        real_new_tokens=6,
+        real_eval_prompts=3,
         launch_processes=0,
     ),
     "cpu": Profile(
@@ -100,10 +109,14 @@ PROFILES: dict[str, Profile] = {
         train_steps=32,
         prompts_per_step=8,
         eval_prompts=200,
-        sweep_taus=(0.1, 1.0),
+        sweep_taus=(0.03, 0.1, 1.0),
         sweep_betas=(0.125, 0.25),
         seeds=(0, 1, 2),
         tiny_new_tokens=32,
+        real_train_steps=8,
+        real_prompts_per_step=2,
+        real_new_tokens=24,
+        real_eval_prompts=24,
         launch_processes=2,
     ),
     "gpu": Profile(
@@ -127,6 +140,10 @@ PROFILES: dict[str, Profile] = {
         sweep_betas=(0.125, 0.25),
         seeds=(0, 1, 2),
         tiny_new_tokens=48,
+        real_train_steps=100,
+        real_prompts_per_step=16,
+        real_new_tokens=64,
+        real_eval_prompts=256,
         launch_processes=2,
     ),
 }

@@ -89,8 +89,13 @@ class WinRateMatrix:
     std_runs: np.ndarray
     stderr: np.ndarray
 
-    def to_markdown(self, digits: int = 3) -> str:
-        """The layout of the paper's Table 2: the upper triangle shows the std across runs."""
+    def to_markdown(self, digits: int = 3, spread: str = "std_runs") -> str:
+        """The layout of the paper's Table 2: the upper triangle shows the std across runs
+        (``spread="std_runs"``, the paper's choice) or the standard error of the mean
+        (``spread="stderr"``: over prompts when there is one run)."""
+        if spread not in ("std_runs", "stderr"):
+            raise ValueError(f"spread={spread!r} is invalid: 'std_runs' or 'stderr'")
+        shown = getattr(self, spread)
         head = "| row \\ col | " + " | ".join(self.names) + " |"
         rule = "|" + " --- |" * (len(self.names) + 1)
         lines = [head, rule]
@@ -98,8 +103,8 @@ class WinRateMatrix:
             cells = []
             for j in range(len(self.names)):
                 cell = f"{self.mean[i, j]:.{digits}f}"
-                if j > i and np.isfinite(self.std_runs[i, j]) and self.std_runs[i, j] > 0:
-                    cell += f" ({self.std_runs[i, j]:.{digits}f})"
+                if j > i and np.isfinite(shown[i, j]) and shown[i, j] > 0:
+                    cell += f" ({shown[i, j]:.{digits}f})"
                 cells.append(cell)
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         return "\n".join(lines)

@@ -412,10 +412,25 @@ class Experiment:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    track = argparse.ArgumentParser(add_help=False)
+    track.add_argument("--track", choices=("tiny", "real"), default="tiny")
+    known, _ = track.parse_known_args(argv)
+    if known.track == "real":  # SmolLM2 (or any model) in 4-bit with LoRA: its own options
+        from course_lib.real_track import main as real_main
+
+        return real_main(argv)
     parser = argparse.ArgumentParser(
         prog="python -m course_lib reproduce", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--track", choices=("tiny",), default="tiny")
+    parser.add_argument(
+        "--track",
+        choices=("tiny", "real"),
+        default="tiny",
+        help="tiny (this comparison) or real (4-bit SmolLM2 with LoRA: --track real --help)",
+    )
     parser.add_argument(
         "--profile",
         default=None,

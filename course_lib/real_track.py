@@ -1,0 +1,615 @@
+"""The real track: online IPO, IPO-MD and online DPO on a pretrained model in 4-bit with LoRA.
+
+``python -m course_lib reproduce --track real`` runs, as a learner with one GPU would (and on the
+CPU at the sizes of the ``smoke`` and ``cpu`` profiles):
+
+1. load SmolLM2-135M-Instruct (the embedded default; or any hub id or local folder) in 4-bit NF4
+   with a fresh LoRA adapter; the reference pi_ref is the same model with the adapter off, which
+   is exactly the initial policy because LoRA's B starts at zero (Calandriello et al. 2024, Sec. 6:
+   pi_ref is the SFT model and the initial policy);
+2. print the estimated memory of each component (:mod:`course_lib.resources`) and the time from a
+   one-step probe, before any training;
+3. train each method from the same initial adapter with the same prompts, seeds and sizes (from
+   the profile), labelled by a judge: the task's oracle (the default: the synthetic posts have a
+   known truth) or a trained real-track preference model (``--judge FOLDER``, from
+   ``python -m course_lib.preference train --backbone embedded``);
+4. sample every trained policy and pi_ref on held-out prompts and report win rates against pi_ref
+   and between methods, with 95% confidence intervals over prompts, judged by the oracle and, when
+   given, by the preference model; then the measured time and peak memory beside the estimates.
+
+Prompts are the synthetic posts by default (the oracle can judge them); ``--prompts tldr`` reads
+the real Reddit TL;DR prompts from the hub and ``--prompts FILE.jsonl`` from a local file in the
+hub's row format: these have no oracle, so they need ``--judge``.
+
+Everything is written to ``results/real-<profile>/``: ``summary.json``, ``matrix_<judge>.md``,
+``samples.jsonl`` (each held-out prompt with pi_ref's and every method's completion and the
+judges' preferences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course_lib.config import Profile, get_profile
+from course_lib.evaluation import win_rate, winrate_matrix
+from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer
+from course_lib.resources import MemoryEstimate, estimate_memory, measure_peak, timed
+
+REAL_METHODS = ("online_ipo", "ipo_md", "online_dpo")
+LABELS = {"online_ipo": "IPO", "ipo_md": "IPO-MD", "online_dpo": "DPO"}
+INSTRUCTION = "Summarise the following Reddit post in one short sentence."
+
+
+@dataclass(frozen=True)
+class RealSettings:
+    """What a real-track run trains; sizes left ``None`` come from the profile.
+
+    ``tau`` is the KL coefficient of every loss, ``beta`` IPO-MD's mixture weight on pi_ref.
+    The defaults are a starting point for SmolLM2 with LoRA, not a tuned choice: the paper swept
+    tau per method (Appendix B.3), which at this size is the learner's exercise.
+    """
+
+    model: str = "embedded"
+    load_in_4bit: bool = True
+    double_quant: bool = False
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    methods: tuple[str, ...] = REAL_METHODS
+    tau: float = 0.1
+    beta: float = 0.125
+    lr: float = 2e-4
+    steps: int | None = None
+    prompts_per_step: int | None = None
+    new_tokens: int | None = None
+    eval_prompts: int | None = None
+    seed: int = 0
+    mode: str = "bt"  # the oracle's mode: "bt" (Bradley-Terry) or "nt" (non-transitive)
+    judge: str = "oracle"  # or the folder of a trained real-track preference model
+    prompts: str = "synthetic"  # or "tldr" (the hub) or a local .jsonl file
+
+    def sized(self, profile: Profile) -> RealSettings:
+        """These settings with every size that is ``None`` taken from ``profile``."""
+
+        def pick(value, default):
+            return default if value is None else value
+
+        return replace(
+            self,
+            steps=pick(self.steps, profile.real_train_steps),
+            prompts_per_step=pick(self.prompts_per_step, profile.real_prompts_per_step),
+            new_tokens=pick(self.new_tokens, profile.real_new_tokens),
+            eval_prompts=pick(self.eval_prompts, profile.real_eval_prompts),
+        )
+
+    def validate(self) -> None:
+        def bad(name, allowed):
+            return ValueError(f"{name}={getattr(self, name)!r} is invalid: {allowed}")
+
+        unknown = [m for m in self.methods if m not in ALGORITHMS or not ALGORITHMS[m].online]
+        if unknown or not self.methods:
+            online = [a for a, alg in ALGORITHMS.items() if alg.online]
+            raise bad("methods", f"choose one or more online algorithms from {', '.join(online)}")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise bad("tau", "the KL coefficient must be a finite number > 0")
+        if not 0.0 <= self.beta <= 1.0:
+            raise bad("beta", "the mixture weight on pi_ref must be in [0, 1]")
+        if self.mode not in ("bt", "nt"):
+            raise bad("mode", "the oracle's mode is 'bt' or 'nt'")
+        for name in ("steps", "prompts_per_step", "new_tokens", "eval_prompts", "lora_r"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise bad(name, "must be a positive integer")
+        if not self.lr > 0:
+            raise bad("lr", "the learning rate must be > 0")
+        if self.prompts != "synthetic" and self.judge == "oracle":
+            raise ValueError(
+                f"prompts={self.prompts!r} have no oracle (it knows only the synthetic posts): "
+                "give --judge FOLDER, a preference model trained with `python -m "
+                "course_lib.preference train --backbone ...`"
+            )
+
+
+def chat_prompt(tokenizer, post: str, title: str | None = None) -> str:
+    """The instruction and the post in the model's chat template, ready for the answer."""
+    text = f"TITLE: {title}\n\nPOST: {post}" if title else post
+    body = f"{INSTRUCTION}\n\n{text}"
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
+        )
+    return f"{body}\n\nTL;DR:"
+
+
+def load_prompts(settings: RealSettings, tokenizer, n_train: int, n_eval: int):
+    """(train prompts, train contexts, eval prompts, eval contexts) for ``settings.prompts``.
+
+    Contexts are what the judges read: the task's records for the synthetic posts (the oracle
+    needs their facts), the prompt text itself for TL;DR prompts.
+    """
+    if settings.prompts == "synthetic":
+        from course_lib.tasks import load_split
+
+        train = load_split("train")[:n_train]
+        test = load_split("test")[:n_eval]
+        return (
+            [chat_prompt(tokenizer, r.post, r.title) for r in train],
+            train,
+            [chat_prompt(tokenizer, r.post, r.title) for r in test],
+            test,
+        )
+    from course_lib.tasks import tldr
+
+    if settings.prompts == "tldr":
+        train = tldr.load_prompts("train", limit=n_train)
+        test = tldr.load_prompts("test", limit=n_eval)
+    else:
+        path = Path(settings.prompts)
+        if path.suffix != ".jsonl" or not path.is_file():
+            raise ValueError(
+                f"prompts={settings.prompts!r} is invalid: 'synthetic', 'tldr' (the hub), or an "
+                "existing .jsonl file of trl-lib/tldr rows"
+            )
+        rows = tldr.read_prompts_jsonl(path)
+        if len(rows) < 2:
+            raise ValueError(f"{path} holds {len(rows)} prompt(s); need at least 2")
+        cut = max(1, len(rows) - min(n_eval, len(rows) // 2))
+        train, test = rows[:cut][:n_train], rows[cut:]
+    as_chat = [chat_prompt(tokenizer, p.prompt) for p in train]
+    eval_chat = [chat_prompt(tokenizer, p.prompt) for p in test]
+    return as_chat, [p.prompt for p in train], eval_chat, [p.prompt for p in test]
+
+
+class _OracleJudge:
+    reads_policy_tokens = False
+
+    def __init__(self, mode: str):
+        from course_lib.tasks import Oracle
+
+        self.oracle = Oracle(mode)
+
+    def __call__(self, records, ys, y2s) -> np.ndarray:
+        return np.array(
+            [self.oracle.prob(r, y, y2) for r, y, y2 in zip(records, ys, y2s, strict=True)]
+        )
+
+
+@dataclass
+class MethodRun:
+    method: str
+    seconds: float
+    peak_bytes: int | None
+    history: list[dict] = field(default_factory=list)
+
+
+class RealTrack:
+    """One real-track comparison; :meth:`run` does it all and writes ``out_dir``."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        settings: RealSettings = RealSettings(),  # noqa: B008 - frozen dataclass
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+        log=print,
+    ):
+        settings = settings.sized(profile)
+        settings.validate()
+        self.profile, self.settings, self.progress, self.log = profile, settings, progress, log
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.policy = None
+        self._initial_adapter = None
+
+    # -- the model -------------------------------------------------------------------------
+    def load(self):
+        """The policy in 4-bit (if asked) with a fresh LoRA adapter; kept for every method."""
+        from course_lib.models import LoraSettings, load_policy
+
+        s = self.settings
+        torch.manual_seed(s.seed)  # LoRA's A is drawn at random: the same A for every run
+        self.policy = load_policy(
+            s.model,
+            load_in_4bit=s.load_in_4bit,
+            double_quant=s.double_quant,
+            lora=LoraSettings(r=s.lora_r, alpha=s.lora_alpha),
+        )
+        params = self.policy.model.named_parameters()
+        self._initial_adapter = {k: v.detach().clone() for k, v in params if v.requires_grad}
+        return self.policy
+
+    def reset_adapter(self) -> None:
+        """Back to the initial adapter (B = 0, so pi = pi_ref): every method starts there."""
+        with torch.no_grad():
+            for k, v in self.policy.model.named_parameters():
+                if k in self._initial_adapter:
+                    v.copy_(self._initial_adapter[k])
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        model = self.policy.model
+        for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # new, old name
+            if hasattr(model, name):
+                return bool(getattr(model, name))
+        return False
+
+    def sample_texts(self, prompts, adapter: bool, seed: int, batch_size: int = 16) -> list[str]:
+        """One completion per prompt from pi (``adapter=True``) or pi_ref, seeded."""
+        from course_lib.models import pad_left
+        from course_lib.sampling import sample
+
+        tok, model = self.policy.tokenizer, self.policy.model
+        device = self.policy.device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        out = []
+        for s in range(0, len(prompts), batch_size):
+            chunk = prompts[s : s + batch_size]
+            ids = [tok(p, add_special_tokens=True)["input_ids"] for p in chunk]
+            prompt_ids, prompt_mask = pad_left(ids, tok.pad_token_id)
+            with torch.no_grad():
+                smp = sample(
+                    model,
+                    prompt_ids.to(device),
+                    prompt_mask.to(device),
+                    max_new_tokens=self.settings.new_tokens,
+                    eos_token_id=tok.eos_token_id,
+                    pad_token_id=tok.pad_token_id,
+                    adapter=adapter,
+                    generator=gen,
+                )
+            out += smp.texts(tok)
+        return out
+
+    # -- estimates ---------------------------------------------------------------------------
+    def estimate(self, prompts: list[str]) -> tuple[MemoryEstimate, dict]:
+        """Memory per component, and the time of the whole run from a one-step probe.
+
+        The probe times, on one step's batch, sampling two completions per prompt from pi and
+        from the mixture, and a training forward + backward on them plus pi_ref's forward; the
+        gradients are discarded (no optimiser step), so the run that follows starts unchanged.
+        """
+        from course_lib.models import pad_left, reference, sequence_logprobs
+        from course_lib.sampling import sample, sample_mixture
+
+        s, tok, model = self.settings, self.policy.tokenizer, self.policy.model
+        device = self.policy.device
+        batch = prompts[: s.prompts_per_step]
+        ids = [tok(p, add_special_tokens=True)["input_ids"] for p in batch]
+        prompt_ids, prompt_mask = pad_left(ids, tok.pad_token_id)
+        prompt_ids, prompt_mask = prompt_ids.repeat(2, 1).to(device), prompt_mask.repeat(2, 1)
+        prompt_mask = prompt_mask.to(device)
+        mixture = any(ALGORITHMS[m].uses_beta for m in s.methods)
+        memory = estimate_memory(
+            model,
+            prompts_per_step=s.prompts_per_step,
+            prompt_tokens=int(prompt_ids.shape[1]),
+            new_tokens=s.new_tokens,
+            mixture=mixture,
+            compute_dtype=self.policy.compute_dtype,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
+        common = dict(
+            max_new_tokens=s.new_tokens,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        gen = torch.Generator(device=device).manual_seed(s.seed)
+        out = {}
+        with torch.no_grad():
+            # a warm-up: the first call pays for CUDA's lazy start-up and kernel selection
+            sample(
+                model,
+                prompt_ids[:1],
+                prompt_mask[:1],
+                generator=gen,
+                **{**common, "max_new_tokens": 2},
+            )
+            out["sample_pi"] = timed(
+                lambda: out.setdefault(
+                    "smp", sample(model, prompt_ids, prompt_mask, generator=gen, **common)
+                ),
+                device,
+            )
+            if mixture:
+                out["sample_mixture"] = timed(
+                    lambda: sample_mixture(
+                        model, prompt_ids, prompt_mask, beta=s.beta, generator=gen, **common
+                    ),
+                    device,
+                )
+        smp = out.pop("smp")
+
+        def train_pass():
+            model.train()
+            logp, _ = sequence_logprobs(
+                model, prompt_ids, prompt_mask, smp.tokens, smp.mask, tok.eos_token_id
+            )
+            logp.sum().backward()
+            with torch.no_grad(), reference(model) as ref:
+                sequence_logprobs(
+                    ref, prompt_ids, prompt_mask, smp.tokens, smp.mask, tok.eos_token_id
+                )
+
+        out["train_pass"] = timed(train_pass, device)
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        per_step = {
+            m: (out["sample_mixture"] if ALGORITHMS[m].uses_beta else out["sample_pi"])
+            + out["train_pass"]
+            for m in s.methods
+        }
+        eval_batches = math.ceil(s.eval_prompts / (2 * s.prompts_per_step))
+        eval_seconds = (len(s.methods) + 1) * eval_batches * out["sample_pi"]
+        timing = {
+            "probe": out,
+            "per_step": per_step,
+            "train": sum(per_step.values()) * s.steps,
+            "eval": eval_seconds,
+        }
+        timing["total"] = timing["train"] + timing["eval"]
+        return memory, timing
+
+    # -- one method --------------------------------------------------------------------------
+    def train(self, method: str, prompts, contexts, judge) -> MethodRun:
+        s = self.settings
+        self.reset_adapter()
+        config = OnlineConfig(
+            algorithm=method,
+            tau=s.tau,
+            beta=s.beta if ALGORITHMS[method].uses_beta else 0.0,
+            steps=s.steps,
+            prompts_per_step=s.prompts_per_step,
+            lr=s.lr,
+            max_new_tokens=s.new_tokens,
+            seed=s.seed,
+            monitor_every=s.steps // 4 if s.steps >= 20 else 0,
+            progress=self.progress,
+        )
+        trainer = OnlineTrainer(
+            config, self.policy.model, self.policy.tokenizer, judge, prompts, contexts
+        )
+        with measure_peak(self.policy.device) as measured:
+            history = trainer.train()
+        self.policy.model.eval()
+        del trainer  # drops the optimiser state before the next method
+        return MethodRun(method, measured.seconds, measured.peak_bytes, history)
+
+    # -- the whole run -----------------------------------------------------------------------
+    def run(self) -> dict:
+        s = self.settings
+        start = time.perf_counter()
+        if self.policy is None:
+            self.load()
+        tok = self.policy.tokenizer
+        n_train = max(64, s.steps * s.prompts_per_step)
+        train_p, train_c, eval_p, eval_c = load_prompts(s, tok, n_train, s.eval_prompts)
+        judges = {}
+        if s.prompts == "synthetic":
+            judges["oracle"] = _OracleJudge(s.mode)
+        if s.judge != "oracle":
+            judges["model"] = self._model_judge(s.judge)
+        train_judge = judges["model"] if s.judge != "oracle" else judges["oracle"]
+
+        memory, timing = self.estimate(train_p)
+        self.log(self._estimate_text(memory, timing))
+        setup_seconds = time.perf_counter() - start  # loading, prompts and the probe
+
+        ref_texts = self.sample_texts(eval_p, adapter=False, seed=20_000)
+        texts, runs = {}, {}
+        for method in s.methods:
+            run = self.train(method, train_p, train_c, train_judge)
+            runs[method] = run
+            texts[method] = self.sample_texts(eval_p, adapter=True, seed=20_000)
+            self.log(
+                f"{LABELS.get(method, method)}: {s.steps} steps in {run.seconds:.1f} s, "
+                f"peak {_mib(run.peak_bytes)}"
+            )
+        result = self.evaluate(judges, eval_c, ref_texts, texts)
+        seconds = time.perf_counter() - start
+        measured = {
+            "seconds_total": seconds,
+            "seconds_setup": setup_seconds,
+            "seconds_run": seconds - setup_seconds,
+            "seconds_train": {m: r.seconds for m, r in runs.items()},
+            "peak_bytes": {m: r.peak_bytes for m, r in runs.items()},
+            "weights_bytes": self.policy.footprint_bytes(),
+        }
+        summary = {
+            "track": "real",
+            "profile": self.profile.name,
+            "settings": asdict(s),
+            "device": _device_name(self.policy.device),
+            "estimate": {"memory": memory.as_dict(), "time": timing},
+            "measured": measured,
+            "histories": {m: r.history for m, r in runs.items()},
+            **result,
+        }
+        if self.out_dir is not None:
+            self._write(summary, eval_p, eval_c, ref_texts, texts, judges)
+        self.log(self._measured_text(memory, timing, measured))
+        return summary
+
+    def evaluate(self, judges: dict, contexts, ref_texts, texts: dict) -> dict:
+        """Win rates against pi_ref and between methods, CIs over prompts, for each judge."""
+        s = self.settings
+        names = [LABELS.get(m, m) for m in s.methods]
+        out = {"vs_reference": {}, "matrices": {}, "eval_prompts": len(contexts)}
+        for judge_name, judge in judges.items():
+            vs = {}
+            for m in s.methods:
+                wr = win_rate(np.asarray(judge(contexts, texts[m], ref_texts), dtype=float))
+                vs[LABELS.get(m, m)] = {"mean": wr.mean, "low": wr.low, "high": wr.high}
+            out["vs_reference"][judge_name] = vs
+            if len(s.methods) > 1:
+                pairwise = {
+                    (LABELS.get(a, a), LABELS.get(b, b)): np.asarray(
+                        judge(contexts, texts[a], texts[b]), dtype=float
+                    )[None]
+                    for a, b in itertools.combinations(s.methods, 2)
+                }
+                matrix = winrate_matrix(names, pairwise)
+                out["matrices"][judge_name] = {
+                    "names": names,
+                    "mean": matrix.mean.tolist(),
+                    "stderr": matrix.stderr.tolist(),
+                    "markdown": matrix.to_markdown(spread="stderr"),
+                }
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _model_judge(self, folder: str):
+        from course_lib.preference import PreferenceJudge, load_preference_model
+
+        pm = load_preference_model(folder)
+        if pm.cfg.backbone is None:
+            raise ValueError(
+                f"{folder} holds a tiny-track preference model (its own word-level tokenizer); the "
+                "real track needs one trained with `python -m course_lib.preference train "
+                "--backbone ...`"
+            )
+        if pm.cfg.vocab_size != len(self.policy.tokenizer):
+            raise ValueError(
+                f"the preference model in {folder} reads a vocabulary of {pm.cfg.vocab_size} "
+                f"tokens ({pm.cfg.backbone!r}), the policy {len(self.policy.tokenizer)} "
+                f"({self.settings.model!r}): train it on the policy's backbone"
+            )
+        return PreferenceJudge(pm, self.policy.tokenizer)
+
+    def _estimate_text(self, memory: MemoryEstimate, timing: dict) -> str:
+        s = self.settings
+        lines = [
+            f"real track, {self.profile.name} profile, on {_device_name(self.policy.device)}: "
+            f"{s.model!r}{' in 4-bit NF4' if s.load_in_4bit else ''} with LoRA r={s.lora_r}; "
+            f"{', '.join(LABELS.get(m, m) for m in s.methods)}; {s.steps} steps x "
+            f"{s.prompts_per_step} prompts x 2 completions of up to {s.new_tokens} tokens",
+            "estimated memory of one step (before training):",
+            memory.table(),
+            *[f"  - {n}" for n in memory.notes],
+            "estimated time (from a one-step probe): "
+            + ", ".join(f"{LABELS.get(m, m)} {v:.2f} s/step" for m, v in timing["per_step"].items())
+            + f"; about {timing['total']:.0f} s in all ({timing['train']:.0f} training, "
+            f"{timing['eval']:.0f} evaluation)",
+        ]
+        return "\n".join(lines)
+
+    def _measured_text(self, memory: MemoryEstimate, timing: dict, measured: dict) -> str:
+        peaks = [p for p in measured["peak_bytes"].values() if p is not None]
+        peak = max(peaks) if peaks else None
+        return (
+            f"measured: {measured['seconds_run']:.0f} s for training and evaluation (estimated "
+            f"{timing['total']:.0f} s before the run) after {measured['seconds_setup']:.0f} s of "
+            "loading and the probe; training "
+            + ", ".join(
+                f"{LABELS.get(m, m)} {v:.1f} s" for m, v in measured["seconds_train"].items()
+            )
+            + f"; peak memory during training {_mib(peak)} (estimated {_mib(memory.total)} for "
+            f"the step's own tensors; {_peak_kind(self.policy.device)})"
+        )
+
+    def _write(self, summary, eval_p, eval_c, ref_texts, texts, judges) -> None:
+        from course_lib.atomic import atomic_dir
+
+        with atomic_dir(self.out_dir) as tmp:
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+            for judge_name, mat in summary["matrices"].items():
+                (tmp / f"matrix_{judge_name}.md").write_text(
+                    f"Win rate of the row method over the column method, judged by the "
+                    f"{judge_name}, on {summary['eval_prompts']} held-out prompts (one seed); in "
+                    "brackets the standard error over prompts.\n\n"
+                    f"{mat['markdown']}\n"
+                )
+            with open(tmp / "samples.jsonl", "w") as f:
+                for i, prompt in enumerate(eval_p):
+                    row = {"prompt": prompt, "reference": ref_texts[i]}
+                    for m in self.settings.methods:
+                        row[m] = texts[m][i]
+                        for judge_name, judge in judges.items():
+                            row[f"p_{judge_name}_{m}_vs_reference"] = float(
+                                judge([eval_c[i]], [texts[m][i]], [ref_texts[i]])[0]
+                            )
+                    f.write(json.dumps(row) + "\n")
+
+
+def _mib(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 2**20:.0f} MiB"
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads)"
+
+
+def _peak_kind(device) -> str:
+    if device.type == "cuda":
+        return "CUDA allocator peak"
+    return "peak resident set of the whole process, Python and libraries included"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib reproduce --track real",
+        description="Online IPO, IPO-MD and online DPO on a pretrained model in 4-bit with LoRA.",
+    )
+    parser.add_argument("--track", choices=("real",), default="real")
+    parser.add_argument("--profile", default=None, help="smoke, cpu or gpu")
+    parser.add_argument("--model", default="embedded", help="'embedded', a folder or a hub id")
+    parser.add_argument("--no-4bit", action="store_true", help="load the weights unquantised")
+    parser.add_argument("--double-quant", action="store_true")
+    parser.add_argument("--lora-r", type=int, default=RealSettings.lora_r)
+    parser.add_argument("--methods", default=",".join(REAL_METHODS))
+    parser.add_argument("--tau", type=float, default=RealSettings.tau)
+    parser.add_argument("--beta", type=float, default=RealSettings.beta)
+    parser.add_argument("--lr", type=float, default=RealSettings.lr)
+    parser.add_argument("--steps", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--prompts-per-step", type=int, default=None)
+    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument("--eval-prompts", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", default="bt", help="the oracle's mode: bt or nt")
+    parser.add_argument("--judge", default="oracle", help="'oracle' or a preference model folder")
+    parser.add_argument("--prompts", default="synthetic", help="synthetic, tldr or FILE.jsonl")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    prof = get_profile(args.profile)
+    from course_lib.notebook import quiet_libraries
+
+    quiet_libraries(prof)
+    settings = RealSettings(
+        model=args.model,
+        load_in_4bit=not args.no_4bit,
+        double_quant=args.double_quant,
+        lora_r=args.lora_r,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        tau=args.tau,
+        beta=args.beta,
+        lr=args.lr,
+        steps=args.steps,
+        prompts_per_step=args.prompts_per_step,
+        new_tokens=args.new_tokens,
+        eval_prompts=args.eval_prompts,
+        seed=args.seed,
+        mode=args.mode,
+        judge=args.judge,
+        prompts=args.prompts,
+    )
+    out = Path(args.out or Path("results") / f"real-{prof.name}")
+    track = RealTrack(prof, settings, out)
+    summary = track.run()
+    for judge, vs in summary["vs_reference"].items():
+        print(f"\nwin rate against pi_ref, judged by the {judge} (95% CI over prompts):")
+        for name, wr in vs.items():
+            print(f"  {name:8s} {wr['mean']:.3f} [{wr['low']:.3f}, {wr['high']:.3f}]")
+    for judge, mat in summary["matrices"].items():
+        print(f"\nbetween methods, judged by the {judge}:\n{mat['markdown']}")
+    print(f"\nwrote {out}")
+    return 0

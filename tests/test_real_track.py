@@ -1,0 +1,194 @@
+"""The real track: settings, prompts, a whole run on a tiny 4-bit model, and the CLI on SmolLM2.
+
+The tiny model stands in for SmolLM2 where only the plumbing is under test (it is saved as a
+local folder, loaded through the same ``load_policy`` path and quantised to NF4 on the CPU). The
+last test runs the real thing, ``python -m course_lib reproduce --track real`` in the smoke
+profile, on the embedded SmolLM2 in 4-bit: the run CI makes, with no mocks.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import models, resources
+from course_lib.config import get_profile
+from course_lib.real_track import RealSettings, RealTrack, chat_prompt, load_prompts
+from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama and a word-level tokenizer saved as a local model folder (safetensors)."""
+    from transformers import AutoTokenizer
+
+    from course_lib.tasks import load_split
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    words = " ".join(r.post + " " + r.reference for r in load_split("train")[:50])
+    save_tokenizer(build_tokenizer([words]), folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = models.tiny_llama(
+        vocab_size=len(tok),
+        hidden=64,  # a multiple of 64: bitsandbytes' CPU NF4 kernels need it (see test_models)
+        layers=2,
+        heads=4,
+        init_std=0.3,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        max_positions=1024,
+    )
+    model.save_pretrained(folder)
+    return folder
+
+
+def settings_for(folder, **overrides):
+    base = dict(
+        model=str(folder),
+        methods=("online_ipo", "ipo_md"),
+        steps=2,
+        prompts_per_step=2,
+        new_tokens=4,
+        eval_prompts=3,
+        lr=5e-3,
+    )
+    return RealSettings(**{**base, **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(tau=0.0), "tau=0.0 is invalid"),
+        (dict(beta=1.5), "beta=1.5 is invalid: the mixture weight on pi_ref must be in"),
+        (dict(methods=("offline_ipo",)), "methods=.* choose one or more online algorithms"),
+        (dict(mode="xx"), "mode='xx' is invalid"),
+        (dict(steps=0), "steps=0 is invalid: must be a positive integer"),
+        (dict(prompts="tldr"), "have no oracle"),
+    ],
+)
+def test_bad_settings_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        RealSettings(**overrides).sized(get_profile("smoke")).validate()
+
+
+def test_sizes_come_from_the_profile_unless_given():
+    prof = get_profile("cpu")
+    s = RealSettings(steps=5).sized(prof)
+    assert s.steps == 5
+    assert (s.prompts_per_step, s.new_tokens, s.eval_prompts) == (
+        prof.real_prompts_per_step,
+        prof.real_new_tokens,
+        prof.real_eval_prompts,
+    )
+
+
+def test_chat_prompt_holds_instruction_and_post(tiny_folder):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_folder)
+    plain = chat_prompt(tok, "my cat ate my homework", title="help")
+    assert plain.endswith("TL;DR:") and "POST: my cat ate my homework" in plain
+
+    class Templated:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            assert not tokenize and add_generation_prompt
+            return "<user>" + messages[0]["content"] + "<assistant>"
+
+    templated = chat_prompt(Templated(), "my cat ate my homework")
+    assert templated.startswith("<user>Summarise") and templated.endswith("<assistant>")
+
+
+def test_local_tldr_prompts_split_and_need_a_judge(tiny_folder, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_folder)
+    s = RealSettings(prompts=str(FIXTURES / "tldr_prompts.jsonl"), judge="some/folder")
+    train_p, train_c, eval_p, eval_c = load_prompts(s, tok, n_train=10, n_eval=1)
+    assert len(train_p) == 2 and len(eval_p) == 1 and set(train_c).isdisjoint(eval_c)
+    assert all(c.startswith("SUBREDDIT:") for c in train_c + eval_c)
+    bad = RealSettings(prompts=str(tmp_path / "none.jsonl"), judge="x")
+    with pytest.raises(ValueError, match="none.jsonl'? is invalid"):
+        load_prompts(bad, tok, 2, 2)
+
+
+@pytest.mark.slow
+def test_a_whole_run_on_a_tiny_4bit_model(tiny_folder, tmp_path):
+    logs = []
+    track = RealTrack(
+        get_profile("smoke"),
+        settings_for(tiny_folder),
+        tmp_path / "out",
+        progress=False,
+        log=logs.append,
+    )
+    policy = track.load()
+    assert policy.load_in_4bit and models.count_4bit_linears(policy.model) > 0
+    initial = {k: v.clone() for k, v in track._initial_adapter.items()}
+    summary = track.run()
+
+    # before training: the estimate, with exact parts, printed
+    assert "estimated memory" in logs[0] and "estimated time" in logs[0]
+    est = summary["estimate"]["memory"]
+    assert est["adapter"] == resources.trainable_bytes(policy.model)
+    assert est["base"] + est["adapter"] == models.memory_footprint_bytes(policy.model)
+    assert summary["estimate"]["time"]["total"] > 0
+    # after: measured
+    assert "measured:" in logs[-1]
+    assert all(p and p > 0 for p in summary["measured"]["peak_bytes"].values())
+    assert set(summary["histories"]) == {"online_ipo", "ipo_md"}
+    assert all(len(h) == 2 for h in summary["histories"].values())
+
+    # training moved the adapter away from its start (the last method's weights are loaded)
+    now = dict(policy.model.named_parameters())
+    assert any(not torch.equal(now[k], v) for k, v in initial.items())
+    track.reset_adapter()
+    assert all(torch.equal(now[k], v) for k, v in initial.items())
+
+    # evaluation: CIs over prompts, an antisymmetric matrix, every sample written
+    vs = summary["vs_reference"]["oracle"]
+    assert set(vs) == {"IPO", "IPO-MD"} and all(0 <= v["mean"] <= 1 for v in vs.values())
+    mat = np.array(summary["matrices"]["oracle"]["mean"])
+    np.testing.assert_allclose(mat + mat.T, 1.0)
+    out = tmp_path / "out"
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and {"reference", "online_ipo", "ipo_md"} <= set(rows[0])
+    assert json.loads((out / "summary.json").read_text())["settings"]["steps"] == 2
+    assert "standard error over prompts" in (out / "matrix_oracle.md").read_text()
+
+
+def test_a_tiny_track_preference_model_is_refused_as_a_real_judge(tiny_folder, tmp_path):
+    from course_lib.preference import default_model_dir
+
+    s = settings_for(tiny_folder, judge=str(default_model_dir("bt")))
+    track = RealTrack(get_profile("smoke"), s, progress=False, log=lambda *_: None)
+    track.load()
+    with pytest.raises(ValueError, match="tiny-track preference model"):
+        track._model_judge(s.judge)
+
+
+@pytest.mark.slow
+def test_reproduce_real_track_smoke_on_smollm2_in_4bit(tmp_path, capsys):
+    """The CI run of the real track: the embedded SmolLM2, NF4 on the CPU, LoRA, three methods."""
+    from course_lib.__main__ import main
+
+    out = tmp_path / "real"
+    assert main(["reproduce", "--track", "real", "--profile", "smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "estimated memory of one step" in printed and "in 4-bit NF4" in printed
+    assert "measured:" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["load_in_4bit"] and summary["settings"]["model"] == "embedded"
+    assert set(summary["histories"]) == {"online_ipo", "ipo_md", "online_dpo"}
+    losses = [h["loss"] for hist in summary["histories"].values() for h in hist]
+    assert all(np.isfinite(losses))
+    mat = np.array(summary["matrices"]["oracle"]["mean"])
+    np.testing.assert_allclose(mat + mat.T, 1.0)
+    # SmolLM2 in NF4: far below its 513 MiB in fp32 (benchmarks/RESULTS.md)
+    assert summary["estimate"]["memory"]["base"] < 200 * 2**20
