@@ -4,7 +4,9 @@
 #   make lab          JupyterLab on notebook 00
 #   make test         lint + unit tests + every notebook executed with nbval (smoke profile)
 #   make check-env    the [OK]/[FAIL] environment table
-#   make reproduce    the summarisation experiment, headless
+#   make reproduce    the summarisation experiment, headless (tiny track)
+#   make reproduce-real  online IPO, IPO-MD, online DPO on SmolLM2 in 4-bit with LoRA
+#   make gpu-check    the prepared GPU check (benchmarks/gpu_check.sh), under 5 minutes on a GPU
 #
 # torch: the lock pins torch==2.13.0. Where pip would pick a multi-GB CUDA build you do not want
 # (or a CUDA build for a specific CUDA version you do want) choose the index, for example
@@ -23,7 +25,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple,)
 
-.PHONY: lab test check-env reproduce lint format lock clean-venv
+.PHONY: lab test check-env reproduce reproduce-real gpu-check lint format lock clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +54,12 @@ check-env: $(VENV)/.stamp-base
 
 reproduce: $(VENV)/.stamp-base
 	$(BIN)/python -m course_lib reproduce
+
+reproduce-real: $(VENV)/.stamp-base
+	$(BIN)/python -m course_lib reproduce --track real
+
+gpu-check: $(VENV)/.stamp-dev
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
 
 # The synthetic TL;DR corpus, its labelled pairs and the word-level tokenizer, byte for byte.
 .PHONY: data

@@ -41,6 +41,7 @@ import torch
 
 from course_lib.config import Profile, get_profile
 from course_lib.evaluation import win_rate, winrate_matrix
+from course_lib.experiment import OracleJudge
 from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer
 from course_lib.resources import MemoryEstimate, estimate_memory, measure_peak, timed
 
@@ -166,20 +167,6 @@ def load_prompts(settings: RealSettings, tokenizer, n_train: int, n_eval: int):
     as_chat = [chat_prompt(tokenizer, p.prompt) for p in train]
     eval_chat = [chat_prompt(tokenizer, p.prompt) for p in test]
     return as_chat, [p.prompt for p in train], eval_chat, [p.prompt for p in test]
-
-
-class _OracleJudge:
-    reads_policy_tokens = False
-
-    def __init__(self, mode: str):
-        from course_lib.tasks import Oracle
-
-        self.oracle = Oracle(mode)
-
-    def __call__(self, records, ys, y2s) -> np.ndarray:
-        return np.array(
-            [self.oracle.prob(r, y, y2) for r, y, y2 in zip(records, ys, y2s, strict=True)]
-        )
 
 
 @dataclass
@@ -392,7 +379,7 @@ class RealTrack:
         train_p, train_c, eval_p, eval_c = load_prompts(s, tok, n_train, s.eval_prompts)
         judges = {}
         if s.prompts == "synthetic":
-            judges["oracle"] = _OracleJudge(s.mode)
+            judges["oracle"] = OracleJudge(s.mode)
         if s.judge != "oracle":
             judges["model"] = self._model_judge(s.judge)
         train_judge = judges["model"] if s.judge != "oracle" else judges["oracle"]
