@@ -113,10 +113,10 @@ PROFILES: dict[str, Profile] = {
         sweep_betas=(0.125, 0.25),
         seeds=(0, 1, 2),
         tiny_new_tokens=32,
-        real_train_steps=8,
+        real_train_steps=4,
         real_prompts_per_step=2,
-        real_new_tokens=24,
-        real_eval_prompts=24,
+        real_new_tokens=16,
+        real_eval_prompts=16,
         launch_processes=2,
     ),
     "gpu": Profile(

@@ -81,6 +81,11 @@ class OracleJudge:
         )
 
 
+def last_kl(history: list[dict]) -> float | None:
+    """The last KL(pi || pi_ref) the trainer recorded (it monitors every few steps only)."""
+    return next((h["kl"] for h in reversed(history) if h.get("kl") is not None), None)
+
+
 @dataclass
 class RunResult:
     method: str
@@ -236,7 +241,7 @@ class Experiment:
                                 mode,
                                 wr,
                                 seconds,
-                                hist[-1].get("kl"),
+                                last_kl(hist),
                             )
                         )
                         if best is None or wr > best[0]:

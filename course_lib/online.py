@@ -191,6 +191,10 @@ def _step_seed(*parts: int) -> int:
     )
 
 
+# Public name for the seeding rule, so a learner can redo a step by hand (notebook 09).
+step_seed = _step_seed
+
+
 @dataclass
 class _Batch:
     contexts: list

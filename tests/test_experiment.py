@@ -50,3 +50,10 @@ def test_reproduce_smoke_writes_an_antisymmetric_matrix(tmp_path, monkeypatch):
 def test_bad_method_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown methods \\['ppo'\\]"):
         main(["--profile", "smoke", "--methods", "ppo", "--out", str(tmp_path)])
+
+
+def test_last_kl_skips_steps_without_a_kl():
+    from course_lib.experiment import last_kl
+
+    assert last_kl([{"kl": 0.1}, {"kl": 0.3}, {"loss": 1.0}]) == 0.3
+    assert last_kl([{"loss": 1.0}]) is None
