@@ -43,7 +43,13 @@ from course_lib.config import Profile, get_profile
 from course_lib.evaluation import win_rate, winrate_matrix
 from course_lib.experiment import OracleJudge
 from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer
-from course_lib.resources import MemoryEstimate, estimate_memory, measure_peak, timed
+from course_lib.resources import (
+    MemoryEstimate,
+    estimate_memory,
+    measure_peak,
+    optimiser_state_bytes,
+    timed,
+)
 
 REAL_METHODS = ("online_ipo", "ipo_md", "online_dpo")
 LABELS = {"online_ipo": "IPO", "ipo_md": "IPO-MD", "online_dpo": "DPO"}
@@ -175,6 +181,8 @@ class MethodRun:
     seconds: float
     peak_bytes: int | None
     history: list[dict] = field(default_factory=list)
+    optimiser_bytes: int = 0  # AdamW's state after training, measured from its tensors
+    peak_what: str = ""  # what peak_bytes measures (CUDA allocator, or the process's RSS)
 
 
 class RealTrack:
@@ -365,8 +373,16 @@ class RealTrack:
         with measure_peak(self.policy.device) as measured:
             history = trainer.train()
         self.policy.model.eval()
+        optimiser_bytes = optimiser_state_bytes(trainer.optimizer)
         del trainer  # drops the optimiser state before the next method
-        return MethodRun(method, measured.seconds, measured.peak_bytes, history)
+        return MethodRun(
+            method,
+            measured.seconds,
+            measured.peak_bytes,
+            history,
+            optimiser_bytes=optimiser_bytes,
+            peak_what=measured.what,
+        )
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> dict:
@@ -406,6 +422,8 @@ class RealTrack:
             "seconds_run": seconds - setup_seconds,
             "seconds_train": {m: r.seconds for m, r in runs.items()},
             "peak_bytes": {m: r.peak_bytes for m, r in runs.items()},
+            "peak_what": next((r.peak_what for r in runs.values()), ""),
+            "optimiser_bytes": {m: r.optimiser_bytes for m, r in runs.items()},
             "weights_bytes": self.policy.footprint_bytes(),
         }
         summary = {

@@ -142,6 +142,9 @@ def test_a_whole_run_on_a_tiny_4bit_model(tiny_folder, tmp_path):
     # after: measured
     assert "measured:" in logs[-1]
     assert all(p and p > 0 for p in summary["measured"]["peak_bytes"].values())
+    # AdamW's two moments per adapter weight: the estimate's optimiser part, to the byte
+    assert set(summary["measured"]["optimiser_bytes"].values()) == {est["optimiser"]}
+    assert summary["measured"]["peak_what"]
     assert set(summary["histories"]) == {"online_ipo", "ipo_md"}
     assert all(len(h) == 2 for h in summary["histories"].values())
 
