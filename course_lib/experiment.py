@@ -99,28 +99,37 @@ class RunResult:
 
 
 def sample_texts(
-    model, tokenizer, prompts, max_new_tokens: int, seed: int, batch_size: int = 64
+    model,
+    tokenizer,
+    prompts,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 64,
+    adapter: bool = True,
+    add_special_tokens: bool = False,
 ) -> list[str]:
-    """One completion per prompt from ``model`` (temperature 1), seeded."""
+    """One completion per prompt from ``model`` (temperature 1), seeded; ``adapter=False`` samples
+    pi_ref, the adapter-off base of a LoRA model. Runs on the model's device."""
     from course_lib.models import pad_left
     from course_lib.sampling import sample
 
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
     out = []
-    gen = torch.Generator().manual_seed(seed)
     for s in range(0, len(prompts), batch_size):
-        ids = [
-            tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[s : s + batch_size]
-        ]
+        chunk = prompts[s : s + batch_size]
+        ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in chunk]
         prompt_ids, prompt_mask = pad_left(ids, tokenizer.pad_token_id)
         with torch.no_grad():
             smp = sample(
                 model,
-                prompt_ids,
-                prompt_mask,
+                prompt_ids.to(device),
+                prompt_mask.to(device),
                 max_new_tokens=max_new_tokens,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
                 generator=gen,
+                adapter=adapter,
             )
         out += smp.texts(tokenizer)
     return out

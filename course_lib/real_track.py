@@ -41,7 +41,7 @@ import torch
 
 from course_lib.config import Profile, get_profile
 from course_lib.evaluation import win_rate, winrate_matrix
-from course_lib.experiment import OracleJudge
+from course_lib.experiment import OracleJudge, sample_texts
 from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer
 from course_lib.resources import (
     MemoryEstimate,
@@ -236,31 +236,18 @@ class RealTrack:
         return False
 
     def sample_texts(self, prompts, adapter: bool, seed: int, batch_size: int = 16) -> list[str]:
-        """One completion per prompt from pi (``adapter=True``) or pi_ref, seeded."""
-        from course_lib.models import pad_left
-        from course_lib.sampling import sample
-
-        tok, model = self.policy.tokenizer, self.policy.model
-        device = self.policy.device
-        gen = torch.Generator(device=device).manual_seed(seed)
-        out = []
-        for s in range(0, len(prompts), batch_size):
-            chunk = prompts[s : s + batch_size]
-            ids = [tok(p, add_special_tokens=True)["input_ids"] for p in chunk]
-            prompt_ids, prompt_mask = pad_left(ids, tok.pad_token_id)
-            with torch.no_grad():
-                smp = sample(
-                    model,
-                    prompt_ids.to(device),
-                    prompt_mask.to(device),
-                    max_new_tokens=self.settings.new_tokens,
-                    eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id,
-                    adapter=adapter,
-                    generator=gen,
-                )
-            out += smp.texts(tok)
-        return out
+        """One completion per prompt from pi (``adapter=True``) or pi_ref, seeded; prompts are
+        tokenised as the trainer tokenises them (with the tokenizer's special tokens)."""
+        return sample_texts(
+            self.policy.model,
+            self.policy.tokenizer,
+            prompts,
+            self.settings.new_tokens,
+            seed,
+            batch_size=batch_size,
+            adapter=adapter,
+            add_special_tokens=True,
+        )
 
     # -- estimates ---------------------------------------------------------------------------
     def estimate(self, prompts: list[str]) -> tuple[MemoryEstimate, dict]:
@@ -306,20 +293,16 @@ class RealTrack:
                 generator=gen,
                 **{**common, "max_new_tokens": 2},
             )
-            out["sample_pi"] = timed(
-                lambda: out.setdefault(
-                    "smp", sample(model, prompt_ids, prompt_mask, generator=gen, **common)
-                ),
-                device,
+            out["sample_pi"], smp = timed(
+                lambda: sample(model, prompt_ids, prompt_mask, generator=gen, **common), device
             )
             if mixture:
-                out["sample_mixture"] = timed(
+                out["sample_mixture"], _ = timed(
                     lambda: sample_mixture(
                         model, prompt_ids, prompt_mask, beta=s.beta, generator=gen, **common
                     ),
                     device,
                 )
-        smp = out.pop("smp")
 
         def train_pass():
             model.train()
@@ -332,7 +315,7 @@ class RealTrack:
                     ref, prompt_ids, prompt_mask, smp.tokens, smp.mask, tok.eos_token_id
                 )
 
-        out["train_pass"] = timed(train_pass, device)
+        out["train_pass"], _ = timed(train_pass, device)
         model.zero_grad(set_to_none=True)
         model.eval()
         per_step = {

@@ -249,15 +249,15 @@ def measure_peak(device=None) -> Iterator[Measured]:
         result.seconds = time.perf_counter() - start
 
 
-def timed(fn: Callable[[], object], device=None) -> float:
-    """Seconds one call of ``fn`` takes (synchronising CUDA around it)."""
+def timed(fn: Callable[[], object], device=None) -> tuple[float, object]:
+    """``(seconds, result)`` of one call of ``fn``, synchronising CUDA around it."""
     import torch
 
     cuda = device is not None and torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    fn()
+    result = fn()
     if cuda:
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result

@@ -72,3 +72,11 @@ def test_kl_estimate_is_unbiased_on_a_categorical():
     assert est == pytest.approx(float(np.sum(pi * np.log(pi / ref))), abs=5e-3)
     masked = kl_estimate([[1.0, 5.0]], [[0.0, 0.0]], mask=[[1, 0]])
     assert masked.tolist() == [1.0]
+
+
+def test_markdown_can_show_standard_errors_and_names_a_bad_spread():
+    m = winrate_matrix(["A", "B"], {("A", "B"): np.array([0.2, 0.9, 0.7, 0.6])})
+    assert f"({m.stderr[0, 1]:.3f})" in m.to_markdown(spread="stderr")
+    assert "(" not in m.to_markdown()  # one run: no std across runs to show
+    with pytest.raises(ValueError, match="spread='var' is invalid: 'std_runs' or 'stderr'"):
+        m.to_markdown(spread="var")
