@@ -420,7 +420,7 @@ class RealTrack:
             **result,
         }
         if self.out_dir is not None:
-            self._write(summary, eval_p, eval_c, ref_texts, texts, judges)
+            self._write(summary, eval_p, ref_texts, texts)
         self.log(self._measured_text(memory, timing, measured))
         return summary
 
@@ -428,13 +428,21 @@ class RealTrack:
         """Win rates against pi_ref and between methods, CIs over prompts, for each judge."""
         s = self.settings
         names = [LABELS.get(m, m) for m in s.methods]
-        out = {"vs_reference": {}, "matrices": {}, "eval_prompts": len(contexts)}
+        out = {
+            "vs_reference": {},
+            "per_prompt_vs_reference": {},
+            "matrices": {},
+            "eval_prompts": len(contexts),
+        }
         for judge_name, judge in judges.items():
-            vs = {}
+            vs, per_prompt = {}, {}
             for m in s.methods:
-                wr = win_rate(np.asarray(judge(contexts, texts[m], ref_texts), dtype=float))
+                p = np.asarray(judge(contexts, texts[m], ref_texts), dtype=float)
+                wr = win_rate(p)
                 vs[LABELS.get(m, m)] = {"mean": wr.mean, "low": wr.low, "high": wr.high}
+                per_prompt[m] = p.tolist()
             out["vs_reference"][judge_name] = vs
+            out["per_prompt_vs_reference"][judge_name] = per_prompt
             if len(s.methods) > 1:
                 pairwise = {
                     (LABELS.get(a, a), LABELS.get(b, b)): np.asarray(
@@ -501,7 +509,7 @@ class RealTrack:
             f"the step's own tensors; {_peak_kind(self.policy.device)})"
         )
 
-    def _write(self, summary, eval_p, eval_c, ref_texts, texts, judges) -> None:
+    def _write(self, summary, eval_p, ref_texts, texts) -> None:
         from course_lib.atomic import atomic_dir
 
         with atomic_dir(self.out_dir) as tmp:
@@ -518,10 +526,8 @@ class RealTrack:
                     row = {"prompt": prompt, "reference": ref_texts[i]}
                     for m in self.settings.methods:
                         row[m] = texts[m][i]
-                        for judge_name, judge in judges.items():
-                            row[f"p_{judge_name}_{m}_vs_reference"] = float(
-                                judge([eval_c[i]], [texts[m][i]], [ref_texts[i]])[0]
-                            )
+                        for judge_name, per in summary["per_prompt_vs_reference"].items():
+                            row[f"p_{judge_name}_{m}_vs_reference"] = per[m][i]
                     f.write(json.dumps(row) + "\n")
 
 

@@ -162,6 +162,9 @@ def test_a_whole_run_on_a_tiny_4bit_model(tiny_folder, tmp_path):
     out = tmp_path / "out"
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and {"reference", "online_ipo", "ipo_md"} <= set(rows[0])
+    per = summary["per_prompt_vs_reference"]["oracle"]["online_ipo"]
+    assert [r["p_oracle_online_ipo_vs_reference"] for r in rows] == per
+    assert np.mean(per) == pytest.approx(vs["IPO"]["mean"])
     assert json.loads((out / "summary.json").read_text())["settings"]["steps"] == 2
     assert "standard error over prompts" in (out / "matrix_oracle.md").read_text()
 
