@@ -198,3 +198,34 @@ def test_reproduce_real_track_smoke_on_smollm2_in_4bit(tmp_path, capsys):
     np.testing.assert_allclose(mat + mat.T, 1.0)
     # SmolLM2 in NF4: far below its 513 MiB in fp32 (benchmarks/RESULTS.md)
     assert summary["estimate"]["memory"]["base"] < 200 * 2**20
+
+
+def test_a_preference_model_on_another_vocabulary_is_refused(tiny_folder, tmp_path):
+    """A real-track judge must read the policy's tokens: a backbone model built on a tokenizer
+    with another vocabulary is an error naming both sizes."""
+    from transformers import AutoTokenizer
+
+    from course_lib import preference as pf
+
+    other = tmp_path / "other_backbone"
+    save_tokenizer(build_tokenizer(["a b c d e f"]), other)
+    tok = AutoTokenizer.from_pretrained(other)
+    models.tiny_llama(
+        vocab_size=len(tok),
+        hidden=64,
+        layers=1,
+        heads=4,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    ).save_pretrained(other)
+    pm, _ = pf.backbone_preference_model(str(other), lora_r=2, max_len=16)
+    pf.save_preference_model(pm, tmp_path / "pm")
+    track = RealTrack(
+        get_profile("smoke"),
+        settings_for(tiny_folder, load_in_4bit=False),
+        progress=False,
+        log=lambda *_: None,
+    )
+    track.load()
+    with pytest.raises(ValueError, match=rf"vocabulary of {len(tok)} tokens .* the policy \d+"):
+        track._model_judge(str(tmp_path / "pm"))
