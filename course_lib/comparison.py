@@ -8,10 +8,11 @@ others, which pairs cannot be told apart (|M[i, j] - 1/2| within k standard devi
 runs), and whether two matrices rank the methods alike (Kendall's tau of their row means) and put
 each pair on the same side of 1/2.
 
-``PAPER_TABLE2`` is the paper's Table 2 as transcribed in the course's paper notes (§5.1) from a
+``PAPER_TABLE2`` is the paper's Table 2 as transcribed in notes/paper-tables.md §2.5 from a
 secondary source, tagged [S-A] there: not checked against the PDF. Its judge is PaLM 2, its
 policies 770M-parameter T5X-L models; only the upper triangle (means and the std over 3 x 3 seed
-pairs) is stored, the lower triangle follows from antisymmetry (the notes checked that it does).
+pairs) is stored, the lower triangle follows from antisymmetry (notes/paper-tables.md §1.1
+checks that it does).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from course_lib.evaluation import WinRateMatrix
+from course_lib.evaluation import WinRateMatrix, antisymmetric_matrix
 
 PAPER_TABLE2_SOURCE = (
     "Calandriello et al. 2024, Table 2 (judge: PaLM 2; policies: T5X-L), transcribed from a "
-    "secondary source [S-A] in the course's paper notes §5.1"
+    "secondary source [S-A]: notes/paper-tables.md §2.5"
 )
 PAPER_NAMES = ("IPO", "IPO-MD", "DPO", "Nash-MD-PG", "SLiC", "RL")
 # (row, column): (mean win rate of the row method, std over the 9 seed pairs)
@@ -56,29 +57,9 @@ def from_upper(
     M[i, j] = mean, M[j, i] = 1 - mean, diagonal 1/2; the std is shared by both cells. The
     stderr is unknown for a transcribed table and left NaN.
     """
-    names = tuple(names)
-    if len(set(names)) != len(names):
-        raise ValueError(f"method names must be distinct, got {names}")
-    index = {n: i for i, n in enumerate(names)}
-    k = len(names)
-    mean, std = np.full((k, k), 0.5), np.zeros((k, k))
-    given = set()
-    for (a, b), (m, s) in upper.items():
-        if a not in index or b not in index:
-            raise ValueError(f"pair ({a!r}, {b!r}) names a method outside {names}")
-        if a == b or frozenset((a, b)) in given:
-            raise ValueError(f"pair ({a!r}, {b!r}) is a diagonal cell or given twice")
-        if not (0.0 <= m <= 1.0 and s >= 0.0):
-            raise ValueError(f"pair ({a!r}, {b!r}): mean {m} must be in [0, 1], std {s} >= 0")
-        given.add(frozenset((a, b)))
-        i, j = index[a], index[b]
-        mean[i, j], mean[j, i] = m, 1.0 - m
-        std[i, j] = std[j, i] = s
-    missing = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-    missing = [p for p in missing if frozenset(p) not in given]
-    if missing:
-        raise ValueError(f"no value given for pairs {missing}")
-    return WinRateMatrix(names, mean, std, np.full((k, k), np.nan))
+    k = len(tuple(names))
+    matrix = antisymmetric_matrix(names, {pair: (m, sd, np.nan) for pair, (m, sd) in upper.items()})
+    return WinRateMatrix(matrix.names, matrix.mean, matrix.std_runs, np.full((k, k), np.nan))
 
 
 def paper_table2(include_rl: bool = False) -> WinRateMatrix:
@@ -131,7 +112,7 @@ def upper_pairs(m: WinRateMatrix) -> list[tuple[str, str]]:
 
 def within_std_of_half(m: WinRateMatrix, k: float = 1.0) -> list[tuple[str, str]]:
     """The pairs (upper triangle) whose win rate is within ``k`` std of 1/2: |M - 1/2| <= k std,
-    the paper's reading of "statistically indistinguishable" (paper notes §5.1)."""
+    the paper's reading of "statistically indistinguishable" (notes/paper-tables.md §2.6)."""
     if not k >= 0:
         raise ValueError(f"k={k!r} is invalid: a number of standard deviations >= 0")
     out = []

@@ -20,6 +20,17 @@ from dataclasses import dataclass
 ENV_VAR = "COURSE_PROFILE"
 
 
+def opt(default, help: str = "", flag: str | None = None):
+    """A settings dataclass field whose command-line option :mod:`course_lib.cli` builds from
+    the field itself: its name (``--lora-r``), type, default and ``help``; ``flag`` names the
+    option when it is not the field's name (e.g. ``--no-4bit`` for a bool that defaults to True).
+    """
+    meta = {"help": help, "flag": flag}
+    if isinstance(default, list | dict | set):
+        raise ValueError("mutable defaults are not allowed in settings; use a tuple")
+    return dataclasses.field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Profile:
     """Sizes for one profile. Grouped by the part of the course that reads them."""

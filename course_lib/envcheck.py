@@ -7,6 +7,7 @@ bitsandbytes and running it, the embedded model by loading it and computing one 
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import platform
 import sys
 import time
@@ -105,8 +106,11 @@ def check_cuda() -> list[Row]:
 def check_4bit() -> Row:
     """Quantise a 64x32 linear layer to NF4 with bitsandbytes, run it, compare with float32."""
     try:
-        import bitsandbytes as bnb
         import torch
+
+        from course_lib.llm import import_bitsandbytes, keep_standard_nf4_layout
+
+        bnb = import_bitsandbytes()
     except Exception as exc:  # an import of bitsandbytes can fail in many ways
         return Row("FAIL", "4-bit (bitsandbytes NF4)", f"cannot import bitsandbytes: {exc}")
     try:
@@ -122,6 +126,7 @@ def check_4bit() -> Row:
         )
         quant.bias = torch.nn.Parameter(dense.bias.data.clone())
         quant = quant.to(device)
+        keep_standard_nf4_layout(quant)  # the course's layout, on every CPU
         dense = dense.to(device)
         x = torch.randn(8, 64, generator=gen).to(device).requires_grad_(True)
         y = quant(x)
@@ -138,13 +143,54 @@ def check_4bit() -> Row:
         return Row("FAIL", "4-bit (bitsandbytes NF4)", f"{type(exc).__name__}: {exc}")
 
 
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_4bit_cpu_path() -> Row | None:
+    """Which 4-bit path bitsandbytes offers on this CPU, and what its import-time notice means.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50.2 (``backends/cpu/ops.py``) tries at import to
+    load a faster kernel for its repacked bf16 layout from the optional ``kernels`` package and,
+    when that is missing, logs "Failed to load CPU gemm_4bit_forward from kernels-community: No
+    module named 'kernels'". The course keeps the standard layout
+    (``llm.keep_standard_nf4_layout``), so that kernel would not be used: the notice is
+    silenced (``llm.quiet_bitsandbytes``) and explained here. None when bitsandbytes cannot be
+    imported (the 4-bit row says so).
+    """
+    try:
+        from course_lib.llm import import_bitsandbytes
+
+        import_bitsandbytes()
+        from bitsandbytes.functional import has_avx512bf16
+    except Exception:
+        return None
+    item = "4-bit on this CPU"
+    if not has_avx512bf16():
+        return Row("OK", item, "no AVX512-BF16: bitsandbytes' standard NF4 kernels, as everywhere")
+    detail = (
+        "AVX512-BF16, but the standard NF4 kernels run, as on every machine: bitsandbytes' bf16 "
+        "repacking is turned off (it drops LoRA gradients)"
+    )
+    if not _module_available("kernels"):
+        detail += (
+            ". Its notice 'Failed to load CPU gemm_4bit_forward from kernels-community: No module "
+            "named kernels' (silenced) asks for the optional `kernels` package, a faster kernel "
+            "for that repacked layout: not needed"
+        )
+    return Row("OK", item, detail)
+
+
 def check_embedded_model(load: bool = True) -> Row:
-    from course_lib import models
+    from course_lib import llm
 
     item = "embedded model (SmolLM2-135M-Instruct)"
-    status = models.embedded_status()
+    status = llm.embedded_status()
     if status["gguf"] is None and not status["converted"]:
-        return Row("FAIL", item, f"not found. {models.HOW_TO_GET_EMBEDDED}")
+        return Row("FAIL", item, f"not found. {llm.HOW_TO_GET_EMBEDDED}")
     if not load:
         where = "converted in " + status["cache"] if status["converted"] else status["gguf"]
         return Row("OK", item, f"found: {where}")
@@ -152,14 +198,14 @@ def check_embedded_model(load: bool = True) -> Row:
         import torch
 
         start = time.perf_counter()
-        model, tokenizer = models.load_embedded_default()
+        model, tokenizer = llm.load_embedded_default()
         ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
         with torch.no_grad():
             logits = model(ids).logits
         ok = bool(torch.isfinite(logits).all())
         n = sum(p.numel() for p in model.parameters())
         detail = (
-            f"loads from {models.embedded_cache_path().name} (safetensors), "
+            f"loads from {llm.embedded_cache_path().name} (safetensors), "
             f"{n / 1e6:.0f}M parameters, forward OK, {time.perf_counter() - start:.1f} s"
         )
         return Row("OK" if ok else "FAIL", item, detail)
@@ -181,6 +227,7 @@ def run_checks(load_model: bool = True) -> list[Row]:
         *check_packages(),
         *check_cuda(),
         check_4bit(),
+        *[row for row in [check_4bit_cpu_path()] if row is not None],
         check_embedded_model(load=load_model),
         check_profile(),
     ]

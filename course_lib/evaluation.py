@@ -9,7 +9,8 @@ mean over 3 x 3 seed pairs and the standard deviation across those 9 comparisons
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,39 +111,37 @@ class WinRateMatrix:
         return "\n".join(lines)
 
 
-def winrate_matrix(
-    names: Sequence[str], pairwise: Mapping[tuple[str, str], object], confidence: float = 0.95
+def antisymmetric_matrix(
+    names: Sequence[str], cells: Mapping[tuple[str, str], tuple[float, float, float]]
 ) -> WinRateMatrix:
-    """Assemble the full matrix from one comparison per unordered pair.
+    """The full matrix from one ``(mean, std_runs, stderr)`` per unordered pair ``(a, b)``.
 
-    ``pairwise[(a, b)]`` holds the judged probabilities that a's sample beats b's. Only one order
-    of each pair may be given: the other is 1 minus it, so the matrix is antisymmetric by
-    construction (and the diagonal is 1/2), never by two noisy estimates that happen to disagree.
+    M[a, b] = mean and M[b, a] = 1 - mean, the diagonal 1/2: the matrix is antisymmetric by
+    construction, never by two noisy estimates that happen to disagree. Every pair must be
+    given exactly once, in either order.
     """
     names = tuple(names)
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be distinct, got {names}")
     index = {n: i for i, n in enumerate(names)}
     k = len(names)
-    mean = np.full((k, k), 0.5)
-    std = np.zeros((k, k))
-    err = np.zeros((k, k))
+    mean, std, err = np.full((k, k), 0.5), np.zeros((k, k)), np.zeros((k, k))
     seen = set()
-    for (a, b), p in pairwise.items():
+    for (a, b), (m, sd, se) in cells.items():
         for n in (a, b):
             if n not in index:
                 raise ValueError(f"unknown method {n!r} in pair ({a!r}, {b!r}); known: {names}")
         if a == b:
             raise ValueError(f"pair ({a!r}, {b!r}) compares a method with itself")
-        key = frozenset((a, b))
-        if key in seen:
+        if frozenset((a, b)) in seen:
             raise ValueError(f"pair ({a!r}, {b!r}) given twice (in either order)")
-        seen.add(key)
-        wr = win_rate(p, confidence)
+        if not (0.0 <= m <= 1.0 and sd >= 0.0):
+            raise ValueError(f"pair ({a!r}, {b!r}): mean {m} must be in [0, 1], std {sd} >= 0")
+        seen.add(frozenset((a, b)))
         i, j = index[a], index[b]
-        mean[i, j], mean[j, i] = wr.mean, 1.0 - wr.mean
-        std[i, j] = std[j, i] = wr.std_runs
-        err[i, j] = err[j, i] = wr.stderr
+        mean[i, j], mean[j, i] = m, 1.0 - m
+        std[i, j] = std[j, i] = sd
+        err[i, j] = err[j, i] = se
     missing = [
         (a, b) for i, a in enumerate(names) for b in names[i + 1 :] if frozenset((a, b)) not in seen
     ]
@@ -151,15 +150,93 @@ def winrate_matrix(
     return WinRateMatrix(names, mean, std, err)
 
 
+def winrate_matrix(
+    names: Sequence[str], pairwise: Mapping[tuple[str, str], object], confidence: float = 0.95
+) -> WinRateMatrix:
+    """The matrix from judged comparisons: ``pairwise[(a, b)]`` holds the probabilities that a's
+    sample beats b's, of shape (n_prompts,) or (n_runs, n_prompts); one order of each pair."""
+    cells = {}
+    for pair, p in pairwise.items():
+        wr = win_rate(p, confidence)
+        cells[pair] = (wr.mean, wr.std_runs, wr.stderr)
+    return antisymmetric_matrix(names, cells)
+
+
+def compare(
+    judges: Mapping[str, Callable],
+    contexts: Sequence,
+    samples: Mapping[str, Sequence[Sequence[str]]],
+    reference: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    spread: str = "std_runs",
+) -> dict:
+    """Every method against pi_ref and against every other method, for each judge.
+
+    ``samples[method]`` is a list of runs (seeds), each one completion per context; every pair
+    of runs of two methods is judged (3 x 3 seed pairs for 3 seeds, as in the paper's Table 2).
+    Returns ``vs_reference[judge][label]`` (mean, low, high, std_runs, stderr: a 95% interval
+    over runs, or over prompts with one run), ``per_prompt_vs_reference[judge][method]``
+    (averaged over runs) and ``matrices[judge]`` (names, mean, std_runs, stderr, markdown).
+    """
+    labels = dict(labels or {})
+    methods = list(samples)
+    names = [labels.get(m, m) for m in methods]
+    out: dict = {"vs_reference": {}, "per_prompt_vs_reference": {}, "matrices": {}}
+    for judge_name, judge in judges.items():
+        vs, per_prompt = {}, {}
+        for m in methods:
+            runs = np.stack([np.asarray(judge(contexts, s, reference), float) for s in samples[m]])
+            wr = win_rate(runs)
+            vs[labels.get(m, m)] = {
+                "mean": wr.mean,
+                "low": wr.low,
+                "high": wr.high,
+                "std_runs": wr.std_runs,
+                "stderr": wr.stderr,
+            }
+            per_prompt[m] = runs.mean(axis=0).tolist()
+        out["vs_reference"][judge_name] = vs
+        out["per_prompt_vs_reference"][judge_name] = per_prompt
+        if len(methods) < 2:
+            continue
+        pairwise = {
+            (labels.get(a, a), labels.get(b, b)): np.stack(
+                [
+                    np.asarray(judge(contexts, sa, sb), float)
+                    for sa in samples[a]
+                    for sb in samples[b]
+                ]
+            )
+            for a, b in itertools.combinations(methods, 2)
+        }
+        matrix = winrate_matrix(names, pairwise)
+        out["matrices"][judge_name] = {
+            "names": names,
+            "mean": matrix.mean.tolist(),
+            "std_runs": matrix.std_runs.tolist(),
+            "stderr": matrix.stderr.tolist(),
+            "markdown": matrix.to_markdown(spread=spread),
+        }
+    return out
+
+
 def kl_estimate(logp, ref_logp, mask=None) -> np.ndarray:
-    """Per-sequence Monte-Carlo estimate of KL(pi || pi_ref) from samples y ~ pi:
-    sum_t [log pi(y_t|.) - log pi_ref(y_t|.)] over the completion tokens (unbiased, since
-    KL = E_{y~pi}[log pi(y) - log pi_ref(y)]). Arrays of shape (batch, tokens)."""
+    """Per-sequence Monte-Carlo estimate of KL(pi || pi_ref) from samples y ~ pi, never negative:
+
+        sum_t [ r_t - 1 - log r_t ],   r_t = pi_ref(y_t | x, y_<t) / pi(y_t | x, y_<t)
+
+    over the completion tokens (Schulman's "k3" estimator, per token). Given the prefix,
+    E[r_t - 1] = 0 and E[-log r_t] = KL(pi(.|prefix) || pi_ref(.|prefix)), so by the chain rule of
+    KL the sum is an unbiased estimate of the sequence-level KL(pi || pi_ref); each term is
+    >= 0 (x - 1 >= log x), so unlike the plain sum of log-ratios it cannot show a negative KL.
+    Arrays of shape (batch, tokens).
+    """
     logp = np.asarray(logp, dtype=float)
     ref_logp = np.asarray(ref_logp, dtype=float)
     if logp.shape != ref_logp.shape:
         raise ValueError(f"logp shape {logp.shape} != ref_logp shape {ref_logp.shape}")
-    diff = logp - ref_logp
+    log_r = ref_logp - logp
+    terms = np.expm1(log_r) - log_r
     if mask is not None:
-        diff = np.where(np.asarray(mask, dtype=bool), diff, 0.0)
-    return diff.sum(axis=-1)
+        terms = np.where(np.asarray(mask, dtype=bool), terms, 0.0)
+    return terms.sum(axis=-1)

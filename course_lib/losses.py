@@ -4,7 +4,7 @@ Every loss is written once here, on the quantities the papers use, and is called
 tabular code (``course_lib.tabular.gradients``, where a "sequence" is one action) and by the
 language-model trainer (where log-probs are summed over the completion's tokens).
 
-Notation (Calandriello et al. 2024, ICML; ``paper-notes`` section 2):
+Notation (Calandriello et al. 2024, ICML; notes/paper.md §2):
 
 * ``h = log(pi(y)/pi_ref(y)) - log(pi(y')/pi_ref(y'))``, the log-likelihood-ratio difference of a
   pair (y, y'). Swapping the pair flips its sign: ``h(y', y) = -h(y, y')``.
@@ -19,32 +19,19 @@ inputs, so callers choose the reduction (a mean over the batch, a weighted sum o
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dpo_loss", "ipo_loss", "slic_loss", "nash_md_pg_loss", "ipo_target"]
+from course_lib import validation as check
+
+__all__ = ["dpo_loss", "ipo_loss", "slic_loss", "nash_md_pg_loss", "ipo_target", "CONTRASTIVE"]
 
 
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
-def _check_tau(tau) -> float:
-    """``tau`` as a Python float; a ValueError naming it unless it is a finite number > 0."""
-    if isinstance(tau, torch.Tensor):
-        if tau.numel() != 1:
-            raise ValueError(
-                f"tau must be a single number > 0, got a tensor of shape {tuple(tau.shape)}"
-            )
-        tau = tau.item()
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"tau must be a number > 0, got {tau!r}") from None
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"tau must be a finite number > 0 (the KL coefficient), got {tau!r}")
-    return value
+# the KL coefficient is checked where every config checks it
+_check_tau = check.tau
 
 
 def _as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,7 +77,7 @@ def dpo_loss(h, p, tau) -> torch.Tensor:
     """DPO loss with soft labels: ``p * l(h) + (1 - p) * l(-h)``, ``l(h) = -log sigmoid(tau h)``.
 
     Rafailov et al. 2023 (their beta is tau); Calandriello et al. eq. (4) for the soft label;
-    paper-notes section 2.2. Computed with ``logsigmoid`` so large ``|tau h|`` does not overflow.
+    notes/paper.md §2.1. Computed with ``logsigmoid`` so large ``|tau h|`` does not overflow.
     """
     h, p, tau = _prepare(h, p, tau)
     z = tau * h
@@ -107,7 +94,7 @@ def ipo_loss(h, p, tau) -> torch.Tensor:
     """IPO loss with soft labels: ``p (h - a)^2 + (1 - p) (-h - a)^2`` with ``a = 1/(2 tau)``.
 
     Azar et al. 2023 eq. (17) for the hard-label form ``(h - 1/(2 tau))^2``; Calandriello et al.
-    eq. (10) for the soft-label (online) form; paper-notes sections 2.3-2.4. Per pair it equals the
+    eq. (10) for the soft-label (online) form; notes/paper.md §2.2-2.3. Per pair it equals the
     regression ``(h - (2p - 1) a)^2 + 4 p (1 - p) a^2``: the target is ``(p - 1/2)/tau``, and the
     constant does not depend on the policy (``tests/test_losses.py`` checks the identity).
     """
@@ -125,7 +112,7 @@ def slic_loss(h, p, tau) -> torch.Tensor:
     ``max(0, delta - log pi(y_w) + log pi(y_l))`` without the reference and with a margin delta;
     multiplying by tau shows the two agree up to the factor tau when ``delta = 1/tau`` and the
     reference log-probs are added to h. Calandriello et al. use "SLiC" with a KL coefficient tau
-    (selected tau = 10), which fits this form; paper-notes section 2.9 marks the exact form [R]
+    (selected tau = 10), which fits this form; notes/paper.md §2.4 marks the exact form [inferred]
     (not checked against the PDF). The hinge is not differentiable at ``tau h = 1``; torch uses
     the subgradient 0 there.
     """
@@ -147,7 +134,7 @@ def nash_md_pg_loss(logp, ref_logp, p, tau) -> torch.Tensor:
         grad = -(p - 1/2 - tau * log(pi(y)/pi_ref(y))) * grad log pi(y)
 
     i.e. minus the per-sample ascent direction of ``P(pi > pi') - tau KL(pi, pi_ref)``
-    (paper-notes section 2.8; TRL's ``NashMDTrainer`` loss
+    (notes/paper.md §3.4; TRL's ``NashMDTrainer`` loss
     ``tau * sg[logp - ref_logp] * logp - (p - 0.5) * logp``). The 1/2 is the variance-reducing
     baseline ``P(y > y)``. Only ``logp`` (the log-prob of y) carries gradient: ``ref_logp`` and the
     log-ratio inside the bracket are detached. The *value* of this loss is not an objective; only
@@ -159,3 +146,7 @@ def nash_md_pg_loss(logp, ref_logp, p, tau) -> torch.Tensor:
     p = _check_p(p, logp)
     advantage = p - 0.5 - tau * (logp.detach() - ref_logp.detach())
     return -advantage * logp
+
+
+#: The contrastive losses by name: each takes (h, p, tau). Nash-MD-PG's loss takes log-probs.
+CONTRASTIVE = {"dpo": dpo_loss, "ipo": ipo_loss, "slic": slic_loss}

@@ -4,7 +4,9 @@ The memory of one online step of a 4-bit policy with LoRA has five parts (QLoRA,
 2023, Sec. 2-3, for the first four):
 
 * ``base``        -- the frozen weights: NF4 codes (half a byte a weight) and their scales, plus
-                     the layers that stay in full precision (embedding, norms, output head);
+                     the layers that stay in full precision (embedding, norms, output head, and
+                     linear layers whose shapes NF4 cannot take: ``llm.quant.nf4_layer_fits``), as
+                     held once the run has started (see :func:`estimate_memory`);
 * ``adapter``     -- the LoRA matrices A and B (trainable, fp32);
 * ``gradients``   -- one fp32 gradient per adapter weight;
 * ``optimiser``   -- AdamW's two moments per adapter weight (Loshchilov & Hutter 2019);
@@ -124,8 +126,16 @@ def estimate_memory(
     Each step samples two completions per prompt (``2 * prompts_per_step`` sequences of
     ``prompt_tokens + new_tokens`` tokens), with one KV cache, or two for the mixture sampler;
     the training forward runs pi on both completions of every pair.
+
+    ``base`` and ``adapter`` describe the weights as they are held after the first sampling
+    forward, which is what a run measures: on a CPU with AVX512-BF16, bitsandbytes 0.50.2 would
+    repack each ``Linear4bit`` there, storing its scales in bf16 instead of fp32
+    (``models.memory_footprint_bytes(..., after_first_forward=True)``). Models loaded by the
+    course never repack (``models.keep_standard_nf4_layout``), so for them the bytes are the
+    same before and after, on every machine; the prediction matters for a model quantised
+    directly with bitsandbytes.
     """
-    from course_lib.models import memory_footprint_bytes
+    from course_lib.llm import memory_footprint_bytes
 
     for name, value in (
         ("prompts_per_step", prompts_per_step),
@@ -136,7 +146,7 @@ def estimate_memory(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     config = model.config
     adapter = trainable_bytes(model)
-    base = memory_footprint_bytes(model) - adapter
+    base = memory_footprint_bytes(model, after_first_forward=True) - adapter
     rows, seq = 2 * prompts_per_step, prompt_tokens + new_tokens
     kv = kv_cache_bytes(config, rows, seq, compute_dtype) * (2 if mixture else 1)
     width = _dtype_bytes(compute_dtype)
@@ -261,3 +271,58 @@ def timed(fn: Callable[[], object], device=None) -> tuple[float, object]:
     if cuda:
         torch.cuda.synchronize(device)
     return time.perf_counter() - start, result
+
+
+def time_samplers(
+    model,
+    prompt_ids,
+    prompt_mask=None,
+    lengths=(8, 16),
+    repeats: int = 1,
+    beta: float = 0.5,
+    include_nocache: bool = True,
+) -> list[dict]:
+    """Median wall-clock seconds of plain, mixture and no-cache mixture sampling per length.
+
+    Completions run to the full length (no EOS) so that every variant generates the same
+    tokens' worth of work. ``benchmarks/bench_sampling.py`` is the full-size version.
+    """
+    import statistics
+    import time
+
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+
+    def clock(fn):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    from course_lib.sampling import sample, sample_mixture
+
+    kw = dict(eos_token_id=None, seed=0)
+    sample(model, prompt_ids, prompt_mask, max_new_tokens=2, **kw)  # warm-up
+    rows = []
+    for T in lengths:
+        row = {
+            "T": T,
+            "plain": clock(
+                lambda T=T: sample(model, prompt_ids, prompt_mask, max_new_tokens=T, **kw)
+            ),
+            "mixture": clock(
+                lambda T=T: sample_mixture(
+                    model, prompt_ids, prompt_mask, beta, max_new_tokens=T, **kw
+                )
+            ),
+        }
+        if include_nocache:
+            row["nocache"] = clock(
+                lambda T=T: sample_mixture(
+                    model, prompt_ids, prompt_mask, beta, max_new_tokens=T, use_cache=False, **kw
+                )
+            )
+        rows.append(row)
+    return rows

@@ -16,11 +16,11 @@ visible and testable:
 
 * each model keeps **its own** KV cache (:class:`LMStream`). Sharing one cache between the two
   forward passes -- what TRL's ``GeometricMixtureWrapper`` ends up doing with transformers >= 4.56
-  (defect D1 in the course's TRL notes) -- appends both models' keys and values to the same
+  (defect D1, notes/trl.md §4.1) -- appends both models' keys and values to the same
   layers, and the samples follow neither model;
 * with one PEFT model serving both, the reference forward runs under ``disable_adapter()``, with
-  its own cache. Taking the reference from the model with the adapter still on (defect D2)
-  samples from pi whatever beta is;
+  its own cache. Taking the reference from the model with the adapter still on (defect D2,
+  notes/trl.md §4.2) samples from pi whatever beta is;
 * prompts are left-padded and position ids are counted over real tokens only;
 * each row stops at its own first EOS; later positions hold the pad token, mask 0, log-prob 0.
 
@@ -38,7 +38,9 @@ from dataclasses import dataclass
 
 import torch
 
-from course_lib.models import adapter_disabled, is_peft_model, position_ids_from_mask, tuner_layers
+from course_lib import validation as check
+from course_lib.llm import adapter_disabled, is_peft_model, tuner_layers
+from course_lib.logprobs import position_ids_from_mask
 
 
 def mixture_logprobs(z_pi, z_ref, beta: float, temperature: float = 1.0):
@@ -47,24 +49,22 @@ def mixture_logprobs(z_pi, z_ref, beta: float, temperature: float = 1.0):
         log softmax( ((1 - beta) z_pi + beta z_ref) / temperature ).
 
     ``z_pi``, ``z_ref``: next-token logits (..., V). Temperature is applied after mixing, so
-    beta = 0 and beta = 1 give exactly the tempered pi and pi_ref.
+    beta = 0 and beta = 1 give exactly the tempered pi and pi_ref. The sampler's decode loop
+    computes its next-token distribution with this same formula (:func:`weighted_logprobs`).
     """
-    _check_beta(beta)
-    _check_temperature(temperature)
-    z = (1.0 - beta) * z_pi.float() + beta * z_ref.float()
+    check.beta(beta)
+    return weighted_logprobs([z_pi, z_ref], [1.0 - beta, beta], temperature)
+
+
+def weighted_logprobs(logits: Sequence, weights: Sequence[float], temperature: float = 1.0):
+    """log softmax( sum_i weights[i] * logits[i] / temperature ): one stream with weight 1 is
+    plain sampling, two with (1 - beta, beta) the geometric mixture (:func:`mixture_logprobs`)."""
+    check.positive("temperature", temperature, what="the sampling temperature")
+    z = None
+    for zi, w in zip(logits, weights, strict=True):
+        term = w * zi.float()
+        z = term if z is None else z + term
     return torch.log_softmax(z / temperature, dim=-1)
-
-
-def _check_beta(beta):
-    if not (isinstance(beta, int | float) and 0.0 <= float(beta) <= 1.0):
-        raise ValueError(
-            f"beta (mixture weight on pi_ref) must be a number in [0, 1], got {beta!r}"
-        )
-
-
-def _check_temperature(temperature):
-    if not (isinstance(temperature, int | float) and temperature > 0):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
 
 
 def _cache_kwarg(model) -> str:
@@ -228,7 +228,7 @@ def sample_from_streams(
         )
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    _check_temperature(temperature)
+    check.positive("temperature", temperature, what="the sampling temperature")
     prompt_mask = _check_prompts(prompt_ids, prompt_mask)
     device = prompt_ids.device
     eos = (
@@ -247,11 +247,8 @@ def sample_from_streams(
         inputs = prompt_ids
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
-            z = None
-            for stream, w in zip(streams, weights, strict=True):
-                zi = w * stream(inputs, attention, positions)
-                z = zi if z is None else z + zi
-            logp = torch.log_softmax(z / temperature, dim=-1)
+            logits = [stream(inputs, attention, positions) for stream in streams]
+            logp = weighted_logprobs(logits, weights, temperature)
             token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
             token_logp = logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
             alive = ~finished
@@ -336,7 +333,7 @@ def sample_mixture(
     adapter disabled. Each of the two forward passes keeps its own KV cache, so the cost per token
     is two cached forwards (about 2x plain sampling); ``use_cache=False`` recomputes the prefix.
     """
-    _check_beta(beta)
+    check.beta(beta)
     gen = _generator(seed, generator, prompt_ids.device)
     policy = LMStream(model, adapter=True, use_cache=use_cache)
     if ref_model is not None:
@@ -361,54 +358,40 @@ def sample_mixture(
     )
 
 
-def time_samplers(
+def sample_texts(
     model,
-    prompt_ids,
-    prompt_mask=None,
-    lengths=(8, 16),
-    repeats: int = 1,
-    beta: float = 0.5,
-    include_nocache: bool = True,
-) -> list[dict]:
-    """Median wall-clock seconds of plain, mixture and no-cache mixture sampling per length.
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 64,
+    adapter: bool = True,
+    add_special_tokens: bool = False,
+) -> list[str]:
+    """One completion per prompt text, decoded (temperature 1), seeded by ``seed``.
 
-    Completions run to the full length (no EOS) so that every variant generates the same
-    tokens' worth of work. ``benchmarks/bench_sampling.py`` is the full-size version.
+    ``adapter=False`` samples pi_ref, the adapter-off base of a LoRA model. Runs on the model's
+    device, in batches of ``batch_size`` prompts. Both tracks' evaluations sample with it.
     """
-    import statistics
-    import time
+    from course_lib.logprobs import pad_left
 
-    if not (isinstance(repeats, int) and repeats >= 1):
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
-
-    def clock(fn):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    kw = dict(eos_token_id=None, seed=0)
-    sample(model, prompt_ids, prompt_mask, max_new_tokens=2, **kw)  # warm-up
-    rows = []
-    for T in lengths:
-        row = {
-            "T": T,
-            "plain": clock(
-                lambda T=T: sample(model, prompt_ids, prompt_mask, max_new_tokens=T, **kw)
-            ),
-            "mixture": clock(
-                lambda T=T: sample_mixture(
-                    model, prompt_ids, prompt_mask, beta, max_new_tokens=T, **kw
-                )
-            ),
-        }
-        if include_nocache:
-            row["nocache"] = clock(
-                lambda T=T: sample_mixture(
-                    model, prompt_ids, prompt_mask, beta, max_new_tokens=T, use_cache=False, **kw
-                )
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out: list[str] = []
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s : s + batch_size]
+        ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in chunk]
+        prompt_ids, prompt_mask = pad_left(ids, tokenizer.pad_token_id)
+        with torch.no_grad():
+            smp = sample(
+                model,
+                prompt_ids.to(device),
+                prompt_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                generator=gen,
+                adapter=adapter,
             )
-        rows.append(row)
-    return rows
+        out += smp.texts(tokenizer)
+    return out

@@ -1,15 +1,16 @@
 """Where TRL's online trainers differ from the paper, as small exact computations (notebook 11).
 
-TRL's code (versions 1.13.0-1.16; /work/shared/reference/trl-notes.md §1.3-1.10) differs from
-Calandriello et al. (2024) in four places that this module makes measurable:
+TRL's code (versions 1.13.0-1.16, as read in TRL's source and described in
+notes/trl.md §2-4) differs from Calandriello et al. (2024) in four places that this
+module makes measurable:
 
 * **hard labels** -- ``OnlineDPOTrainer`` keeps ``mask = first_half >= second_half``: the winner by
   reward, a thresholded label ``1[p > 1/2]``. In expectation online IPO then plays the game of the
-  *majority preference* :func:`majority_preference`, not ``P`` (paper-notes §2.10, §7.11);
+  *majority preference* :func:`majority_preference`, not ``P`` (notes/paper.md §3.5, §6.11);
 * **a reward model** -- Nash-MD scored pairs by ``sigmoid(r(y) - r(y'))``, a Bradley-Terry
-  preference (trl-notes §1.4; paper-notes §7.12): :func:`bradley_terry_game`;
-* **summed vs length-averaged log-ratios** in the IPO target ``1/(2 tau)`` (defect D3):
-  :func:`ipo_margin`, :func:`logratio_at_ipo_target`;
+  preference (notes/trl.md §2.2; notes/paper.md §6.12): :func:`bradley_terry_game`;
+* **summed vs length-averaged log-ratios** in the IPO target ``1/(2 tau)`` (defect D3,
+  notes/trl.md §4.3): :func:`ipo_margin`, :func:`logratio_at_ipo_target`;
 * **the mixture sampler** -- one KV cache shared by the policy and reference passes (D1) and a
   "reference" that still has the LoRA adapter on (D2). :func:`sampler_distribution` computes the
   exact distribution each sampler draws from on an enumerated set of completions, by feeding the
@@ -27,7 +28,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from course_lib.models import LoraSettings, apply_lora, position_ids_from_mask, tiny_llama
+from course_lib.llm import LoraSettings, apply_lora, tiny_llama
+from course_lib.logprobs import position_ids_from_mask
 from course_lib.sampling import LMStream, new_cache
 from course_lib.tabular import fit_bradley_terry, regularised_nash
 from course_lib.tabular.preferences import validate_preference_matrix
@@ -51,7 +53,7 @@ __all__ = [
 def majority_preference(P) -> np.ndarray:
     """The preference that thresholded labels implement: ``M = 1[P > 1/2] + 1/2 1[P = 1/2]``.
 
-    With a hard label ``1[p > 1/2]`` in place of the soft label ``p`` (paper-notes §2.10), every
+    With a hard label ``1[p > 1/2]`` in place of the soft label ``p`` (notes/paper.md §3.5), every
     loss that is linear in the label sees ``M`` instead of ``P``; online IPO's fixed point is then
     ``regularised_nash(M, ...)`` instead of ``regularised_nash(P, ...)`` (Calandriello eq. 12).
     ``M`` is antisymmetric whenever ``P`` is.
@@ -65,7 +67,7 @@ def bradley_terry_game(P, pi_ref, tau) -> dict:
 
     Fits BT scores to ``P`` (maximum likelihood, :func:`course_lib.tabular.fit_bradley_terry`),
     then solves the regularised game of the fitted preference ``sigmoid(r_i - r_j)`` -- the
-    preference TRL's Nash-MD trainer used (``P = sigmoid(r(y) - r(y'))``, trl-notes §1.4) -- and
+    preference TRL's Nash-MD trainer used (``P = sigmoid(r(y) - r(y'))``, notes/trl.md §2.2) -- and
     the one of ``P`` itself. Returns a dict with ``scores``, ``P_fit``, ``flipped_pairs``,
     ``nash_P`` and ``nash_bt`` (both from :func:`regularised_nash`, Calandriello eq. 12).
     """
@@ -94,7 +96,7 @@ def ipo_margin(logratio_w, logratio_l, len_w: int, len_l: int, normalise: str = 
     ``logratio_*`` are summed log-ratios ``log pi(y|x) - log pi_ref(y|x)`` of the chosen (w) and
     rejected (l) completions. ``normalise="sum"``: ``h = l_w - l_l`` (the papers, and TRL's
     online-DPO IPO branch); ``"mean"``: ``l_w/|y_w| - l_l/|y_l|`` (TRL's offline ``DPOTrainer``
-    with ``loss_type="ipo"``; trl-notes §1.6, D3).
+    with ``loss_type="ipo"``; notes/trl.md §2.4 and §4.3, defect D3).
     """
     _lengths(len_w, len_l)
     if normalise == "sum":
@@ -162,7 +164,7 @@ def correct_streams(policy) -> list[LMStream]:
 
 def shared_cache_streams(policy) -> list[LMStream]:
     """D1: both passes append to one KV cache object (TRL's ``GeometricMixtureWrapper`` with
-    transformers >= 4.56, trl-notes §1.10)."""
+    transformers >= 4.56, notes/trl.md §4.1)."""
     cache = new_cache(policy)
     return [
         LMStream(policy, adapter=True, cache=cache),
@@ -172,7 +174,7 @@ def shared_cache_streams(policy) -> list[LMStream]:
 
 def adapter_on_streams(policy) -> list[LMStream]:
     """D2: the "reference" is the PEFT model with its adapter still on, i.e. pi itself
-    (``get_base_model()`` in TRL's ``_generate_completions``, trl-notes §1.8, §1.10)."""
+    (``get_base_model()`` in TRL's ``_generate_completions``, notes/trl.md §2.6, §4.2)."""
     return [LMStream(policy, adapter=True), LMStream(policy, adapter=True)]
 
 
@@ -293,13 +295,21 @@ def launch_command(script: str, args: Sequence[str] = (), processes: int = 1, cp
     return [*cmd, str(script), *map(str, args)]
 
 
+#: How run_launch marks its output folder (course_lib.atomic.MARKER).
+RUN_LAUNCH_COMMAND = "course_lib.trl_bridge.run_launch"
+
+
 def run_launch(script, out_dir, processes: int = 2, timeout: float = 600.0) -> dict:
     """Run ``script out_dir`` under ``accelerate launch`` with ``processes`` CPU processes (the
     2-process data-parallel worker of ``tests/ddp_worker.py``), then read what it wrote:
     ``rank{i}.safetensors`` (trainable weights after training) and ``batch{i}.safetensors``
     (the prompts rank i drew at step 0). Returns the seconds taken, the largest weight
     difference between rank 0 and every other rank, whether the LoRA B matrices moved, and
-    whether the ranks drew different prompts."""
+    whether the ranks drew different prompts.
+
+    ``out_dir`` must be new, empty, or an earlier ``run_launch`` output folder
+    (:func:`course_lib.atomic.claim_output_dir`, which creates and marks it): the worker writes its
+    files there by name and would overwrite a user's ``rank0.safetensors``."""
     import os
     import subprocess
     import sys
@@ -308,9 +318,13 @@ def run_launch(script, out_dir, processes: int = 2, timeout: float = 600.0) -> d
 
     from safetensors.torch import load_file
 
+    from course_lib.atomic import claim_output_dir
+
     _lengths(processes)
     script, out_dir = Path(script).resolve(), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not script.is_file():
+        raise FileNotFoundError(f"script {script}: no such file (the worker to launch)")
+    claim_output_dir(out_dir, RUN_LAUNCH_COMMAND)  # checked first; refused if not ours
     cmd = launch_command(script, [out_dir], processes, cpu=True)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_CONFIG_FILE": "/dev/null"}

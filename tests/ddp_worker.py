@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-from course_lib import models
+from course_lib import llm
 from course_lib.online import OnlineConfig, OnlineTrainer
 from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
 
@@ -33,7 +33,7 @@ def main(out: Path) -> None:
     acc.wait_for_everyone()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(0)
-    base = models.tiny_llama(
+    base = llm.tiny_llama(
         vocab_size=len(tokenizer),
         hidden=32,
         layers=1,
@@ -43,7 +43,7 @@ def main(out: Path) -> None:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    policy = models.apply_lora(base, models.LoraSettings(r=4, alpha=8.0))
+    policy = llm.apply_lora(base, llm.LoraSettings(r=4, alpha=8.0))
     config = OnlineConfig(
         algorithm="ipo_md",
         beta=0.25,
@@ -70,7 +70,7 @@ def main(out: Path) -> None:
     }
     save_file(weights, str(out / f"rank{acc.process_index}.safetensors"))
     # the prompts each process drew at step 0 (they must differ: real data parallelism)
-    first = trainer._batch(0, 0).prompt_ids
+    first = trainer.batch(0, 0).prompt_ids
     save_file({"ids": first.contiguous()}, str(out / f"batch{acc.process_index}.safetensors"))
 
 

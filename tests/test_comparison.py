@@ -6,8 +6,8 @@ import pytest
 from course_lib import comparison as cmp
 from course_lib.evaluation import winrate_matrix
 
-# The lower triangle of Table 2 as the paper notes (§5.1) print it, row by row; the module stores
-# only the upper triangle, so this checks the transcription against the notes' other half.
+# The lower triangle of Table 2 as notes/paper-tables.md §2.5 prints it, row by row; the module
+# stores only the upper triangle, so this checks the transcription against the lower half.
 NOTES_LOWER = {
     ("IPO-MD", "IPO"): 0.485,
     ("DPO", "IPO"): 0.392,
@@ -37,7 +37,7 @@ def test_paper_table_is_antisymmetric_and_matches_the_notes_lower_triangle():
 
 
 def test_the_papers_reading_of_its_table_follows_from_the_functions():
-    """Paper notes §5.1: IPO has the highest mean; IPO and IPO-MD are within one std; DPO,
+    """notes/paper-tables.md §2.6: IPO has the highest mean; IPO and IPO-MD are within one std; DPO,
     SLiC and Nash-MD-PG cannot be separated; IPO and IPO-MD beat those three."""
     t = cmp.paper_table2()
     assert cmp.ranking(t)[:2] == ("IPO", "IPO-MD")
@@ -92,9 +92,9 @@ def test_from_summary_reads_what_reproduce_writes():
 
 
 def test_bad_input_is_named():
-    with pytest.raises(ValueError, match="no value given"):
+    with pytest.raises(ValueError, match="no comparison given"):
         cmp.from_upper(("a", "b", "c"), {("a", "b"): (0.5, 0.0)})
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="unknown method .z."):
         cmp.from_upper(("a", "b"), {("a", "z"): (0.5, 0.0)})
     with pytest.raises(ValueError, match="given twice"):
         cmp.from_upper(("a", "b"), {("a", "b"): (0.5, 0.0), ("b", "a"): (0.5, 0.0)})

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from course_lib.experiment import OracleJudge, main
+from course_lib.cli import main
+from course_lib.experiments.tiny import Experiment, last_kl
+from course_lib.judges import OracleJudge
 
 
 def test_oracle_judge_is_antisymmetric():
@@ -24,6 +26,7 @@ def test_reproduce_smoke_writes_an_antisymmetric_matrix(tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     code = main(
         [
+            "reproduce",
             "--profile",
             "smoke",
             "--modes",
@@ -48,12 +51,12 @@ def test_reproduce_smoke_writes_an_antisymmetric_matrix(tmp_path, monkeypatch):
 
 
 def test_bad_method_is_named(tmp_path):
+    from course_lib.config import get_profile
+
     with pytest.raises(ValueError, match="unknown methods \\['ppo'\\]"):
-        main(["--profile", "smoke", "--methods", "ppo", "--out", str(tmp_path)])
+        Experiment(get_profile("smoke"), tmp_path, methods=("ppo",))
 
 
 def test_last_kl_skips_steps_without_a_kl():
-    from course_lib.experiment import last_kl
-
     assert last_kl([{"kl": 0.1}, {"kl": 0.3}, {"loss": 1.0}]) == 0.3
     assert last_kl([{"loss": 1.0}]) is None

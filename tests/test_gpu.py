@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import models, resources
+from course_lib import llm, resources
 from course_lib.sampling import sample, sample_mixture
 
 pytestmark = pytest.mark.gpu
@@ -29,7 +29,7 @@ def tokenizer(tmp_path_factory):
 
 def policy_4bit(tokenizer, seed=0):
     torch.manual_seed(seed)
-    base = models.tiny_llama(
+    base = llm.tiny_llama(
         vocab_size=len(tokenizer),
         hidden=128,
         layers=2,
@@ -39,15 +39,13 @@ def policy_4bit(tokenizer, seed=0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    quant = models.quantize_4bit(base, device=CUDA)
-    return models.apply_lora(
-        quant, models.LoraSettings(r=4, alpha=8.0), gradient_checkpointing=True
-    )
+    quant = llm.quantize_4bit(base, device=CUDA)
+    return llm.apply_lora(quant, llm.LoraSettings(r=4, alpha=8.0), gradient_checkpointing=True)
 
 
 def test_bitsandbytes_runs_nf4_with_bf16_compute_on_cuda():
-    assert "runs on cuda" in models.check_bitsandbytes(CUDA)
-    assert models.compute_dtype_for(CUDA) in (torch.bfloat16, torch.float16)
+    assert "runs on cuda" in llm.check_bitsandbytes(CUDA)
+    assert llm.compute_dtype_for(CUDA) in (torch.bfloat16, torch.float16)
 
 
 def test_mixture_sampler_log_probs_match_a_recomputation_on_cuda(tokenizer):
@@ -68,7 +66,7 @@ def test_mixture_sampler_log_probs_match_a_recomputation_on_cuda(tokenizer):
     ids = torch.cat([prompt, smp.tokens], 1)
     with torch.no_grad():
         z_pi = model(input_ids=ids).logits[:, 2:-1].float()
-        with models.reference(model) as ref:
+        with llm.reference(model) as ref:
             z_ref = ref(input_ids=ids).logits[:, 2:-1].float()
     want = mixture_logprobs(z_pi, z_ref, 0.5).gather(-1, smp.tokens.unsqueeze(-1)).squeeze(-1)
     got = smp.logprobs
@@ -136,7 +134,7 @@ def test_cuda_peak_is_bounded_by_the_estimate(tokenizer):
         prompt_tokens=2,
         new_tokens=16,
         mixture=True,
-        compute_dtype=models.compute_dtype_for(CUDA),
+        compute_dtype=llm.compute_dtype_for(CUDA),
         gradient_checkpointing=True,
     )
     with resources.measure_peak(CUDA) as measured:
@@ -146,8 +144,8 @@ def test_cuda_peak_is_bounded_by_the_estimate(tokenizer):
 
 
 def test_embedded_smollm2_in_4bit_on_cuda():
-    policy = models.load_policy("embedded", load_in_4bit=True, lora=models.LoraSettings(r=8))
-    assert policy.device.type == "cuda" and models.count_4bit_linears(policy.model) > 0
+    policy = llm.load_policy("embedded", load_in_4bit=True, lora=llm.LoraSettings(r=8))
+    assert policy.device.type == "cuda" and llm.count_4bit_linears(policy.model) > 0
     assert policy.footprint_bytes() < 200 * 2**20
     tok = policy.tokenizer
     ids = tok("The capital of France is", return_tensors="pt").to(CUDA)

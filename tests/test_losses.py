@@ -61,7 +61,7 @@ def test_antisymmetry_swapping_the_pair(name):
 
 
 def test_ipo_regression_identity():
-    # p (h - a)^2 + (1 - p)(-h - a)^2 = (h - (2p - 1) a)^2 + 4 p (1 - p) a^2   (paper-notes §2.4)
+    # p (h - a)^2 + (1 - p)(-h - a)^2 = (h - (2p - 1) a)^2 + 4 p (1 - p) a^2   (notes/paper.md §2.3)
     h, p = _grid()
     for tau in (0.05, 0.5, 2.0):
         a = ipo_target(tau)

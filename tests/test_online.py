@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import models
+from course_lib import llm, logprobs
 from course_lib.online import (
     ALGORITHMS,
     NonFiniteLoss,
@@ -40,7 +40,7 @@ def good_judge(contexts, ys, y2s):
 
 def make_policy(tokenizer, lora=True, seed=0):
     torch.manual_seed(seed)  # LoRA's A matrices are drawn from the global generator
-    model = models.tiny_llama(
+    model = llm.tiny_llama(
         vocab_size=len(tokenizer),
         hidden=32,
         layers=1,
@@ -51,8 +51,8 @@ def make_policy(tokenizer, lora=True, seed=0):
         pad_token_id=tokenizer.pad_token_id,
     )
     if lora:
-        return models.apply_lora(model, models.LoraSettings(r=4, alpha=8.0)), None
-    ref = models.tiny_llama(
+        return llm.apply_lora(model, llm.LoraSettings(r=4, alpha=8.0)), None
+    ref = llm.tiny_llama(
         vocab_size=len(tokenizer),
         hidden=32,
         layers=1,
@@ -99,15 +99,15 @@ def test_step_moves_policy_down_its_loss(tokenizer, name):
     tr = trainer_for(
         tokenizer, algorithm=name, beta=beta, lr=1e-3, tau=0.5 if name != "online_slic" else 0.05
     )
-    batch = tr._batch(0, 0)
+    batch = tr.batch(0, 0)
     p = good_judge(None, batch.y_texts, batch.y2_texts)
     labels = torch.as_tensor(p, dtype=torch.float32)
     with torch.no_grad():
-        before = tr._loss(batch, labels)[0].item()
-    tr._batch = lambda step, micro: batch
+        before = tr.loss(batch, labels)[0].item()
+    tr.batch = lambda step, micro=0: batch
     metrics = tr.step()
     with torch.no_grad():
-        after = tr._loss(batch, labels)[0].item()
+        after = tr.loss(batch, labels)[0].item()
     assert metrics["loss"] == pytest.approx(before, rel=1e-5)
     assert after < before, (name, before, after)
 
@@ -117,30 +117,28 @@ def test_samples_come_from_pi_and_reference_stays_fixed(tokenizer):
     tr = trainer_for(tokenizer, steps=3)
     base, _ = make_policy(tokenizer, lora=False)
     tr.train()
-    batch = tr._batch(99, 0)
+    batch = tr.batch(99, 0)
+    eos = tokenizer.eos_token_id
+    args = (batch.prompt_ids, batch.prompt_mask, batch.y, batch.y_mask)
     with torch.no_grad():
-        _, ref_y, _, _ = tr._pair_logratios(batch)
-        direct = models.sequence_logprobs(
-            base,
-            batch.prompt_ids,
-            batch.prompt_mask,
-            batch.y,
-            batch.y_mask,
-            eos_token_id=tokenizer.eos_token_id,
-        )[0]
-    torch.testing.assert_close(ref_y, direct)
+        ratio_y, _ = logprobs.pair_logratios(
+            tr.policy, *args, batch.y2, batch.y2_mask, eos_token_id=eos
+        )
+        direct = logprobs.sequence_logprobs(tr.policy, *args, eos_token_id=eos)[0]
+        direct = direct - logprobs.sequence_logprobs(base, *args, eos_token_id=eos)[0]
+    torch.testing.assert_close(ratio_y, direct)
     lora_b = [p for n, p in tr.policy.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # the adapter did move
 
 
 def test_labels(tokenizer):
     tr = trainer_for(tokenizer, label="threshold")
-    np.testing.assert_array_equal(tr._labels(np.array([0.2, 0.5, 0.9]), 0, 0), [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(tr.labels(np.array([0.2, 0.5, 0.9]), 0, 0), [0.0, 0.5, 1.0])
     tr = trainer_for(tokenizer, label="sampled")
     p = np.full(20_000, 0.3)
-    drawn = tr._labels(p, 0, 0)
+    drawn = tr.labels(p, 0, 0)
     assert set(np.unique(drawn)) == {0.0, 1.0} and abs(drawn.mean() - 0.3) < 0.02
-    np.testing.assert_array_equal(drawn, tr._labels(p, 0, 0))  # seeded by the step
+    np.testing.assert_array_equal(drawn, tr.labels(p, 0, 0))  # seeded by the step
 
 
 def test_resume_continues_exactly(tokenizer, tmp_path):
@@ -177,13 +175,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tokenizer, tmp_path, monk
     tr = trainer_for(tokenizer, tmp_path, steps=4, checkpoint_every=1)
     tr.train(steps=1)
     saved = (tmp_path / "checkpoint" / "trainable.safetensors").read_bytes()
-    real_loss = tr._loss
+    real_loss = tr.loss
 
     def nan_loss(batch, labels):
         loss, h, ratio = real_loss(batch, labels)
         return loss * float("nan"), h, ratio
 
-    monkeypatch.setattr(tr, "_loss", nan_loss)
+    monkeypatch.setattr(tr, "loss", nan_loss)
     with pytest.raises(NonFiniteLoss, match=r"step 2 is nan.*step 1\)"):
         tr.train()
     assert (tmp_path / "checkpoint" / "trainable.safetensors").read_bytes() == saved
@@ -246,6 +244,16 @@ def test_offline_pairs(tokenizer):
         ("prompts_per_step", 0, "prompts_per_step=0"),
         ("max_new_tokens", 2.5, "max_new_tokens=2.5"),
         ("mixed_precision", "fp8", "mixed_precision='fp8'"),
+        ("lr", float("inf"), "lr=inf"),
+        ("lr", float("nan"), "lr=nan"),
+        ("lr", 0.0, "lr=0.0"),
+        ("temperature", float("inf"), "temperature=inf"),
+        ("tau", float("nan"), "tau=nan"),
+        ("beta", True, "beta=True"),
+        ("beta", float("nan"), "beta=nan"),
+        ("steps", True, "steps=True"),
+        ("seed", -1, "seed=-1"),
+        ("max_grad_norm", float("inf"), "max_grad_norm=inf"),
     ],
 )
 def test_config_errors_name_the_value(field, value, words):
@@ -278,3 +286,76 @@ def test_full_model_without_reference_is_an_error(tokenizer):
     model, _ = make_policy(tokenizer, lora=False)
     with pytest.raises(ValueError, match="no LoRA adapter and no ref_model"):
         OnlineTrainer(OnlineConfig(progress=False), model, tokenizer, good_judge, prompts=PROMPTS)
+
+
+def test_a_non_finite_weight_is_never_checkpointed(tokenizer, tmp_path):
+    """lr=inf used to pass validation and write a checkpoint of NaN weights called the last good
+    one; now no checkpoint is written whose weights or optimiser state are not finite."""
+    tr = trainer_for(tokenizer, tmp_path, steps=3, checkpoint_every=1)
+    tr.train(steps=1)
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()}
+    with torch.no_grad():
+        next(p for n, p in tr.policy.named_parameters() if "lora_B" in n)[0, 0] = float("inf")
+    with pytest.raises(NonFiniteLoss, match="not finite.*no checkpoint was written"):
+        tr.save_checkpoint()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()} == saved
+    with torch.no_grad():  # a NaN in Adam's moments is refused too
+        tr.policy.zero_grad()
+        state = next(iter(tr.optimizer.state.values()))
+        state["exp_avg_sq"].view(-1)[0] = float("nan")
+        next(p for n, p in tr.policy.named_parameters() if "lora_B" in n)[0, 0] = 0.0
+    with pytest.raises(NonFiniteLoss, match="exp_avg_sq"):
+        tr.save_checkpoint()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()} == saved
+
+
+def test_resume_rewrites_the_log_atomically(tokenizer, tmp_path):
+    """A log line of a step after the checkpoint (and a partial line from a kill) is dropped on
+    resume; timing goes to its own log, so metrics.jsonl is the same on every machine."""
+    tr = trainer_for(tokenizer, tmp_path, steps=3, checkpoint_every=2, monitor_every=0)
+    tr.train()
+    log = tmp_path / "metrics.jsonl"
+    full = log.read_text()
+    lines = full.splitlines()
+    assert len(lines) == 3 and all("seconds" not in json.loads(x) for x in lines)
+    assert len((tmp_path / "timing.jsonl").read_text().splitlines()) == 3
+    # a run whose last checkpoint is step 2, with step 3 logged and a half-written line (a kill
+    # in the middle of an append): both must go
+    again = trainer_for(tokenizer, tmp_path / "b", steps=3, checkpoint_every=2, monitor_every=0)
+    again.train(steps=2)
+    (tmp_path / "b" / "metrics.jsonl").write_text(full + '{"step": 4, "lo')
+    resumed = trainer_for(tokenizer, tmp_path / "b", steps=3, monitor_every=0)
+    assert resumed.load_checkpoint() == 2
+    assert (tmp_path / "b" / "metrics.jsonl").read_text().splitlines() == lines[:2]
+    resumed.train()
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == full
+
+
+def test_cosine_schedule_and_the_per_step_hook(tokenizer, tmp_path):
+    """The learning rate decays as 1/2 (1 + cos(pi t)) after warm-up; the hook's dict lands in
+    the history and the log; a cosine run cannot be resumed with another length."""
+    cfg = OnlineConfig(steps=6, warmup_steps=2, lr_schedule="cosine", lr=1e-3)
+    assert [cfg.lr_factor(s) for s in (0, 1)] == [0.5, 1.0]
+    assert cfg.lr_factor(4) == pytest.approx(0.5) and cfg.lr_factor(6) == pytest.approx(0.0)
+    tr = trainer_for(
+        tokenizer, tmp_path, steps=4, lr_schedule="cosine", checkpoint_every=2, monitor_every=0
+    )
+    hist = tr.train(on_step=lambda trainer, m: {"exact": trainer.state.step * 10})
+    # the logged lr is the scheduler's after the step: the next step's
+    assert [h["lr"] for h in hist] == pytest.approx(
+        [
+            5e-3 * cfg_factor
+            for cfg_factor in (
+                tr.config.lr_factor(1),
+                tr.config.lr_factor(2),
+                tr.config.lr_factor(3),
+                0.0,
+            )
+        ]
+    )
+    assert [h["exact"] for h in hist] == [10, 20, 30, 40]
+    logged = [json.loads(x)["exact"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [10, 20, 30, 40]
+    longer = trainer_for(tokenizer, tmp_path, steps=8, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="steps"):
+        longer.load_checkpoint()

@@ -168,9 +168,8 @@ def test_backbone_model_is_antisymmetric_trains_and_reloads(tiny_backbone, tmp_p
     assert model.cfg.backbone == tiny_backbone and model.cfg.d_model == 64
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen and all("lora_" not in n and not n.startswith("head") for n in frozen)
-    enc = pf.PreferenceJudge(model, tok).encode
-    x = enc(["my wife got a job in miami should i move"])[0]
-    good, bad = enc(["my wife got a job in miami good", "bad bad should"])
+    x = pf.encode_texts(tok, ["my wife got a job in miami should i move"])[0]
+    good, bad = pf.encode_texts(tok, ["my wife got a job in miami good", "bad bad should"])
     train = [pf.Example(x, good, bad, 1.0, 1.0), pf.Example(x, bad, good, 0.0, 0.0)] * 4
     with torch.no_grad():
         p, q = model([x, x], [good, bad], [bad, good]), model([x, x], [bad, good], [good, bad])

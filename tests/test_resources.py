@@ -3,20 +3,20 @@
 import pytest
 import torch
 
-from course_lib import models, resources
+from course_lib import llm, logprobs, resources
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def lora_model(seed=0, hidden=64, layers=2, heads=4, kv_heads=None):
     torch.manual_seed(seed)
-    base = models.tiny_llama(vocab_size=50, hidden=hidden, layers=layers, heads=heads, seed=seed)
+    base = llm.tiny_llama(vocab_size=50, hidden=hidden, layers=layers, heads=heads, seed=seed)
     if kv_heads is not None:  # grouped-query attention, as in SmolLM2 (9 heads, 3 kv heads)
         from transformers import LlamaConfig, LlamaForCausalLM
 
         cfg = LlamaConfig(**{**base.config.to_dict(), "num_key_value_heads": kv_heads})
         base = LlamaForCausalLM(cfg)
-    return models.apply_lora(base, models.LoraSettings(r=4, alpha=8.0))
+    return llm.apply_lora(base, llm.LoraSettings(r=4, alpha=8.0))
 
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
@@ -48,7 +48,7 @@ def test_estimate_parts_equal_the_real_tensors_after_a_step():
     )
     lora = sum(p.numel() * 4 for n, p in model.named_parameters() if "lora_" in n)
     assert est.adapter == resources.trainable_bytes(model) == lora
-    assert est.base + est.adapter == models.memory_footprint_bytes(model)
+    assert est.base + est.adapter == llm.memory_footprint_bytes(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.randint(0, 50, (4, 12), generator=torch.Generator().manual_seed(1))
     model(input_ids=ids, labels=ids).loss.backward()
@@ -71,6 +71,86 @@ def test_estimate_parts_equal_the_real_tensors_after_a_step():
     )
     assert plain.kv_caches == one and plain.total == est.total - one
     assert "| total |" in est.table()
+
+
+def four_bit_lora_model(double_quant=False, repacking=False):
+    """A tiny Llama in NF4 with LoRA. ``repacking``: its layers flagged as bitsandbytes 0.50.2 flags
+    them on a CPU with AVX512-BF16 (``Linear4bit.support_avx512bf16_for_cpu``), as when a model is
+    quantised without the course, which turns the flag off (llm.keep_standard_nf4_layout)."""
+    import bitsandbytes as bnb
+
+    base = llm.tiny_llama(vocab_size=50, hidden=64, layers=2, heads=4, seed=0)
+    quant = llm.quantize_4bit(base, double_quant=double_quant, device="cpu")
+    layers = [m for m in quant.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 14 and not any(m.support_avx512bf16_for_cpu for m in layers)
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = repacking
+    return llm.apply_lora(quant, llm.LoraSettings(r=4, alpha=8.0)), layers
+
+
+def estimate(model):
+    return resources.estimate_memory(
+        model,
+        prompts_per_step=2,
+        prompt_tokens=7,
+        new_tokens=5,
+        mixture=True,
+        compute_dtype=torch.float32,
+    )
+
+
+def is_repacked(layer):
+    return getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.parametrize("repacking", [False, True], ids=["standard-layout", "repacked-layout"])
+def test_4bit_estimate_equals_the_footprint_after_the_first_sampling_forward(
+    double_quant, repacking
+):
+    """The estimate is made before the run and describes the weights after its first inference
+    forward. Any machine: the standard layout runs a real forward; the repacked one does what
+    ``Linear4bit.forward`` does first on an AVX512-BF16 CPU (the kernel call aside)."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    model, layers = four_bit_lora_model(double_quant, repacking)
+    before = llm.memory_footprint_bytes(model)
+    est = estimate(model)
+    assert est.adapter == resources.trainable_bytes(model)
+    if repacking:
+        for layer in layers:
+            qs = layer.weight.quant_state
+            layer.weight.data, _ = _convert_weight_packed_for_cpu(layer.weight.data, qs)
+        assert all(is_repacked(m) for m in layers)
+    else:
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[2, 3, 4, 5]]))
+        assert not any(is_repacked(m) for m in layers)
+    after = llm.memory_footprint_bytes(model)
+    assert est.base + est.adapter == after
+    # 1280 blocks of 64 weights (64 x 4 attention + 128 x 3 MLP, 2 layers) whose scales go from
+    # fp32 to bf16 (2 bytes saved each), or from uint8 to bf16 (1 byte more each) while the 14
+    # state2 go (one fp32 absmax and 256 fp32 levels each)
+    if repacking:
+        saved = 1280 * 2 if not double_quant else -1280 + 14 * (4 + 256 * 4)
+        assert before - after == saved
+    else:
+        assert before == after
+
+
+@pytest.mark.skipif(
+    not __import__("bitsandbytes").functional.has_avx512bf16(),
+    reason="the repacked layout's kernel needs a CPU with AVX512-BF16",
+)
+def test_4bit_estimate_equals_the_footprint_after_a_real_repacking_forward():
+    model, layers = four_bit_lora_model(repacking=True)
+    est = estimate(model)
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[2, 3, 4, 5]]))
+    assert all(is_repacked(m) for m in layers)
+    assert est.base + est.adapter == llm.memory_footprint_bytes(model)
 
 
 def test_checkpointing_lowers_the_activation_estimate():
@@ -107,7 +187,7 @@ def test_measured_activations_are_within_the_estimate_order():
     prompt = torch.randint(0, 50, (rows, p_len), generator=gen)
     completion = torch.randint(0, 50, (rows, n_new), generator=gen)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logp, _ = models.sequence_logprobs(model, prompt, None, completion)
+        logp, _ = logprobs.sequence_logprobs(model, prompt, None, completion)
     params = {p.data_ptr() for p in model.parameters()}
     activations = sum(v for k, v in saved.items() if k not in params)
     assert logp.shape == (rows,)

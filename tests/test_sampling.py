@@ -3,9 +3,9 @@
 The token-level geometric mixture (Calandriello et al., 2024, Sec. 5) samples each token from
 softmax(((1 - beta) z_pi + beta z_ref) / T). These tests check the sampler against code that
 shares nothing with it (one unpadded row at a time, no KV cache, both models run in full), and
-build the two wrong samplers of the TRL notes (D1: one KV cache shared by pi and pi_ref; D2: the
-reference taken from the model with its LoRA adapter still on) to show that the same tests reject
-them.
+build the two wrong samplers of notes/trl.md §4.1-4.2 (D1: one KV cache shared by pi and
+pi_ref; D2: the reference taken from the model with its LoRA adapter still on) to show that the same
+tests reject them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from course_lib.models import LoraSettings, apply_lora, pad_left, tiny_llama
+from course_lib.llm import LoraSettings, apply_lora, tiny_llama
+from course_lib.logprobs import pad_left
 from course_lib.sampling import (
     LMStream,
     mixture_logprobs,
@@ -222,7 +223,7 @@ def test_cached_and_uncached_sampling_agree(lms):
     torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
 
-# --- the wrong samplers of the TRL notes, built from the same parts -----------------------------
+# --- the wrong samplers of notes/trl.md §4.1-4.2, built from the same parts ---------------------
 
 
 def shared_cache_sampler(policy, ids, mask, beta, **kw):
@@ -367,7 +368,7 @@ def test_bad_inputs(lms):
 
 
 def test_time_samplers_reports_each_variant(lms):
-    from course_lib.sampling import time_samplers
+    from course_lib.resources import time_samplers
 
     policy, _, _ = lms
     ids, mask = left_padded()

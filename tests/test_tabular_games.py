@@ -27,7 +27,7 @@ from course_lib.tabular import (
 from course_lib.tabular import games as games_module
 
 UNIFORM3 = np.ones(3) / 3
-# a cyclic game with unequal strengths: 1 > 2 (0.9), 2 > 3 (0.7), 3 > 1 (0.8) (paper-notes §6.6)
+# a cyclic game with unequal strengths: 1 > 2 (0.9), 2 > 3 (0.7), 3 > 1 (0.8) (notes/paper.md §5.6)
 CYCLIC = np.array([[0.5, 0.9, 0.2], [0.1, 0.5, 0.7], [0.8, 0.3, 0.5]])
 
 
@@ -59,7 +59,7 @@ def test_geometric_mixture_endpoints_and_example():
     pi, ref = np.array([0.6, 0.3, 0.1]), UNIFORM3
     np.testing.assert_allclose(geometric_mixture(pi, ref, 0.0), pi, atol=1e-15)
     np.testing.assert_allclose(geometric_mixture(pi, ref, 1.0), ref, atol=1e-15)
-    # paper-notes §3.4: (0.6, 0.3, 0.1), uniform reference, beta = 0.5 -> (0.473, 0.334, 0.193)
+    # notes/paper.md §1.6: (0.6, 0.3, 0.1), uniform reference, beta = 0.5 -> (0.473, 0.334, 0.193)
     mix = geometric_mixture(pi, ref, 0.5)
     expected = np.sqrt(pi) / np.sqrt(pi).sum()
     np.testing.assert_allclose(mix, expected, atol=1e-15)
@@ -73,7 +73,7 @@ def test_geometric_mixture_handles_zeros_exactly():
     np.testing.assert_allclose(geometric_mixture(pi, ref, 1.0), ref)  # beta = 1 ignores pi
     with pytest.raises(ValueError, match="disjoint supports"):
         geometric_mixture([1.0, 0.0], [0.0, 1.0], 0.5)
-    with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\].*1.5"):
+    with pytest.raises(ValueError, match=r"beta=1\.5 is invalid.*>= 0 and <= 1"):
         geometric_mixture(pi, ref, 1.5)
 
 
@@ -103,7 +103,7 @@ def test_exploitability_closed_forms_on_dice():
 @pytest.mark.parametrize("tau", [0.1, 1.0])
 def test_two_action_equilibrium_ratio(p, tau):
     # P(y1 > pi) - P(y2 > pi) = p - 1/2 for every pi, so pi1/pi2 = exp((p - 1/2)/tau)
-    # (paper-notes §6.7: p = 0.7 gives exp(0.2/tau)). Note: exp((2p - 1)/tau) would be wrong.
+    # (notes/paper.md §5.7: p = 0.7 gives exp(0.2/tau)). Note: exp((2p - 1)/tau) would be wrong.
     P = np.array([[0.5, p], [1 - p, 0.5]])
     pi = regularised_nash(P, [0.5, 0.5], tau)
     assert np.log(pi[0] / pi[1]) == pytest.approx((p - 0.5) / tau, abs=1e-12)
@@ -133,7 +133,7 @@ def test_von_neumann_winner_of_bradley_terry_is_the_best_response():
 
 
 def test_offline_ipo_example_depends_on_mu():
-    # paper-notes §6.8: dice-like cycle (5/9), uniform pi_ref, tau = 0.1, mu = (0.6, 0.3, 0.1)
+    # notes/paper.md §5.8: dice-like cycle (5/9), uniform pi_ref, tau = 0.1, mu = (0.6, 0.3, 0.1)
     P, tau, mu = dice_preference(), 0.1, np.array([0.6, 0.3, 0.1])
     pi = offline_ipo_solution(P, UNIFORM3, mu, tau)
     np.testing.assert_allclose(pi, [0.366, 0.248, 0.387], atol=1e-3)
@@ -193,7 +193,7 @@ def test_large_tau_approaches_reference():
 
 @pytest.mark.parametrize("beta", [0.125, 0.25, 0.5, 0.9])
 def test_ipo_md_mixture_is_equilibrium_at_temperature_tau_over_one_minus_beta(beta):
-    # Calandriello Prop. 5.2 (paper-notes §3.1, §3.2 step 6). Derivation: if
+    # Calandriello Prop. 5.2 (notes/paper.md §4.1, §4.3). Derivation: if
     # pi ∝ ref exp(P mix / tau) then log mix = (1-beta) log pi + beta log ref + c
     # = log ref + (1-beta) P mix / tau + c', i.e. mix is the beta = 0 equilibrium at
     # tau / (1 - beta). Here the two sides are computed separately; the beta-point's own
@@ -230,11 +230,11 @@ def test_thousand_actions_in_a_few_seconds():
 
 
 def test_regularised_nash_rejects_bad_inputs():
-    with pytest.raises(ValueError, match=r"tau must be > 0.*-1"):
+    with pytest.raises(ValueError, match=r"tau=-1(\.0)? is invalid.*> 0"):
         regularised_nash(CYCLIC, UNIFORM3, -1.0)
-    with pytest.raises(ValueError, match=r"tau must be > 0.*got 0"):
+    with pytest.raises(ValueError, match=r"tau=0(\.0)? is invalid.*> 0"):
         regularised_nash(CYCLIC, UNIFORM3, 0)
-    with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\].*-0.1"):
+    with pytest.raises(ValueError, match=r"beta=-0\.1 is invalid.*>= 0 and <= 1"):
         regularised_nash(CYCLIC, UNIFORM3, 1.0, beta=-0.1)
     with pytest.raises(ValueError, match="pi_ref sums to 0.9"):
         regularised_nash(CYCLIC, [0.3, 0.3, 0.3], 1.0)
@@ -259,7 +259,7 @@ def test_nash_md_last_iterate_bound(tau):
 
 
 def test_nash_md_constant_step_converges_to_the_beta_point():
-    # paper-notes §3.4: with a constant eta the limit solves pi ∝ ref exp(P(. > mix)/tau),
+    # notes/paper.md §4.5: with a constant eta the limit solves pi ∝ ref exp(P(. > mix)/tau),
     # mix = geometric_mixture(pi, ref, eta * tau): the IPO-MD point with beta = eta * tau
     tau, eta = 0.7, 0.5
     for name, P, ref in games():
@@ -307,7 +307,7 @@ def test_nash_md_rejects_bad_steps():
         nash_md(CYCLIC, UNIFORM3, 0.5, lambda t: 1.0 if t < 2 else -1.0, 10)
     with pytest.raises(ValueError, match="steps must be an integer >= 0"):
         nash_md(CYCLIC, UNIFORM3, 0.5, 1.0, -3)
-    with pytest.raises(ValueError, match="tau must be > 0"):
+    with pytest.raises(ValueError, match="tau=.* is invalid.*> 0"):
         nash_md(CYCLIC, UNIFORM3, 0.0, 1.0, 3)
     with pytest.raises(ValueError, match="pi0 sums to 0.5"):
         nash_md(CYCLIC, UNIFORM3, 0.5, 1.0, 3, pi0=[0.25, 0.25, 0.0])

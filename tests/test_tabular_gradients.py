@@ -74,7 +74,7 @@ def test_expected_gradient_matches_finite_differences_with_frozen_sampler(loss, 
 
 @pytest.mark.parametrize("beta", [0.0, 0.25, 0.8])
 def test_ipo_md_gradient_closed_form(beta):
-    # paper-notes §3.2 step 5: dL/dtheta_z = 4 pi'(z) [A(z) - c] with
+    # notes/paper.md §4.2 step 5: dL/dtheta_z = 4 pi'(z) [A(z) - c] with
     # A = l - (P(. > pi') - 1/2)/tau, c = E_pi'[l], l = log(pi/pi_ref)
     P, pi_ref, theta = _game(1, n=5)
     tau = 0.4
@@ -111,7 +111,7 @@ def test_nash_md_pg_gradient_is_minus_the_objective_gradient():
 def test_online_ipo_gradient_is_4_over_tau_times_nash_md_pg(seed, tau):
     # The paper's first result (Calandriello Prop. 4.2): at beta = 0 the expected online-IPO
     # gradient is a positive multiple of the self-play (Nash-MD-PG, beta = 0) gradient. With the
-    # per-pair loss p(h-a)^2 + (1-p)(-h-a)^2 the constant is exactly 4/tau (paper-notes §3.2).
+    # per-pair loss p(h-a)^2 + (1-p)(-h-a)^2 the constant is exactly 4/tau (notes/paper.md §4.2).
     P, pi_ref, theta = _game(seed, n=3 + seed)
     g_ipo = expected_ipo_md_gradient(theta, P, pi_ref, tau, 0.0)
     g_pg = expected_nash_md_pg_gradient(theta, P, pi_ref, tau, 0.0)
@@ -121,7 +121,7 @@ def test_online_ipo_gradient_is_4_over_tau_times_nash_md_pg(seed, tau):
 
 @pytest.mark.parametrize("beta", [0.125, 0.3, 0.7])
 def test_ipo_md_gradient_versus_nash_md_pg_for_beta_positive(beta):
-    # paper-notes §3.3: for beta > 0 the exact IPO-MD gradient is NOT a positive multiple of the
+    # notes/paper.md §4.4: for beta > 0 the exact IPO-MD gradient is NOT a positive multiple of the
     # Nash-MD-PG(beta) direction, and NOT "same integrand g, samples from pi'" unless the
     # log-ratio is centred by c = E_pi'[l]: the extra term -4c(pi' - pi) is real.
     P, pi_ref, theta = _game(1)
@@ -220,11 +220,11 @@ def test_sampled_labels_have_more_variance_than_soft_labels():
 
 
 # ------------------------------------------------------------------------------------------
-# closed forms of the toy examples (paper-notes §6)
+# closed forms of the toy examples (notes/paper.md §5)
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
 def test_two_action_ipo_closed_form(tau):
-    # §6.1: P(y1 > y2) = 1, mu = pi_ref uniform: pi*(y1) = sigmoid(0.5/tau)
+    # notes/paper.md §5.1: P(y1 > y2) = 1, mu = pi_ref uniform: pi*(y1) = sigmoid(0.5/tau)
     P = np.array([[0.5, 1.0], [0.0, 0.5]])
     uniform = np.array([0.5, 0.5])
     want = 1 / (1 + np.exp(-0.5 / tau))
@@ -242,8 +242,8 @@ def test_two_action_ipo_closed_form(tau):
 @pytest.mark.slow
 @pytest.mark.parametrize("tau", [0.1, 5.0])
 def test_dpo_goes_greedy_on_deterministic_preferences_ipo_does_not(tau):
-    # §6.2: DPO on a total order keeps pushing pi(a) up whatever tau (its loss has no finite
-    # minimiser: sigma(tau h) < 1 always); IPO stops at its least-squares point. Same on
+    # notes/paper.md §5.2: DPO on a total order keeps pushing pi(a) up whatever tau (its loss has
+    # no finite minimiser: sigma(tau h) < 1 always); IPO stops at its least-squares point. Same on
     # {a>b, b>c}, where the pair (a, c) is never observed: IPO's h(a,b) = h(b,c) = 1/(2 tau).
     for data, ipo_logits in [
         ([(0, 1), (1, 2), (0, 2)], np.array([2, 1, 0]) / (3 * tau)),
@@ -259,7 +259,7 @@ def test_dpo_goes_greedy_on_deterministic_preferences_ipo_does_not(tau):
 
 
 def test_offline_ipo_training_reaches_offline_solution_not_nash():
-    # §6.8: cyclic P = 5/9, uniform pi_ref, tau = 0.1, mu = (0.6, 0.3, 0.1)
+    # notes/paper.md §5.8: cyclic P = 5/9, uniform pi_ref, tau = 0.1, mu = (0.6, 0.3, 0.1)
     P = np.full((3, 3), 0.5)
     for i, j in [(0, 1), (1, 2), (2, 0)]:
         P[i, j], P[j, i] = 5 / 9, 4 / 9
@@ -269,13 +269,13 @@ def test_offline_ipo_training_reaches_offline_solution_not_nash():
     got = run.final_policy
     want = offline_ipo_solution(P, uniform, mu, tau)
     np.testing.assert_allclose(got, want, atol=1e-6)
-    np.testing.assert_allclose(want, [0.366, 0.248, 0.387], atol=1e-3)  # the notes' numbers
+    np.testing.assert_allclose(want, [0.366, 0.248, 0.387], atol=1e-3)  # notes/paper.md §5.8
     assert np.abs(got - regularised_nash(P, uniform, tau)).max() > 0.05
 
 
 @pytest.mark.parametrize("tau", [0.1, 1.0])
 def test_online_dpo_stationary_point_is_not_the_equilibrium(tau):
-    # §6.7 / Calandriello Thm F.6: 2 actions, p = 0.7, uniform reference
+    # notes/paper.md §5.7 / Calandriello Thm F.6: 2 actions, p = 0.7, uniform reference
     P = np.array([[0.5, 0.7], [0.3, 0.5]])
     uniform = np.array([0.5, 0.5])
     rlhf = softmax(np.array([np.log(0.7 / 0.3) / tau, 0.0]))
@@ -298,7 +298,7 @@ def test_online_dpo_stationary_point_is_not_the_equilibrium(tau):
 
 
 # ------------------------------------------------------------------------------------------
-# token-level versus sequence-level mixture (paper-notes §1.4, §6.9)
+# token-level versus sequence-level mixture (notes/paper.md §1.6, §5.9)
 # ------------------------------------------------------------------------------------------
 def _two_token_policy(rng, v=2):
     return rng.dirichlet(np.ones(v)), rng.dirichlet(np.ones(v), size=v)

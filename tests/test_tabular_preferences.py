@@ -89,7 +89,7 @@ def test_bad_tau_rejected(tau):
 
 
 def test_tau_message_names_value():
-    with pytest.raises(ValueError, match=r"tau must be > 0.*-0\.5"):
+    with pytest.raises(ValueError, match=r"tau=-0\.5 is invalid.*> 0"):
         validate_tau(-0.5)
     assert validate_tau(np.float32(0.5)) == 0.5
 
@@ -113,7 +113,7 @@ def test_bradley_terry_is_antisymmetric_and_matches_sigmoid():
 
 
 def test_elo_example_win_probability_is_50_over_99():
-    # NLHF Appendix A (paper-notes §6.3): ratings (0, log 9, log 2)
+    # NLHF Appendix A (notes/paper.md §5.3): ratings (0, log 9, log 2)
     P = bradley_terry([0.0, np.log(9), np.log(2)])
     pi_R = np.array([2 / 3, 1 / 3, 0.0])  # maximises expected Elo among pi(y1) = 2 pi(y2)
     pi_P = np.array([0.0, 0.0, 1.0])

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from course_lib import paths
 from course_lib.tasks import oracle as O
 from course_lib.tasks import summarisation as S
 from course_lib.tasks import tldr
+from course_lib.tasks.summarisation import builder
 from course_lib.tasks.text import normalise
 
-DATA = S.default_data_dir()
+DATA = paths.data_dir()
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -199,6 +201,17 @@ def test_committed_files_match_their_checksums():
     listed = [line.split()[1] for line in (DATA / "CHECKSUMS.sha256").read_text().splitlines()]
     assert "records_pretrain.jsonl" in listed and "tokenizer/tokenizer.json" in listed
     assert S.verify(DATA) == []
+
+
+def test_paths_anchor_the_repository_and_hash_like_sha256sum():
+    root = paths.repo_root()
+    assert (root / "course_lib" / "paths.py").is_file()
+    assert paths.data_dir() == root / "data" and paths.results_dir() == root / "results"
+    listed = dict(
+        reversed(line.split()) for line in (DATA / "CHECKSUMS.sha256").read_text().splitlines()
+    )
+    assert paths.sha256_file(DATA / "manifest.json") == listed["manifest.json"]
+    assert paths.sha256_file(DATA / "manifest.json", chunk=7) == listed["manifest.json"]
 
 
 def test_a_small_rebuild_is_a_byte_prefix_of_the_committed_files(tmp_path):
@@ -399,7 +412,7 @@ def test_tokenizer_specials_and_unknown_words(tokenizer):
 def test_tokenizer_vocabulary_counting_matches_direct_pre_tokenization():
     from course_lib.tasks.tokenizer import SPECIAL_TOKENS, _pipeline, build_tokenizer
 
-    texts = [t for r in S.generate_split("test", 15) for t in S._record_texts(r)]
+    texts = [t for r in S.generate_split("test", 15) for t in builder._record_texts(r)]
     tok = build_tokenizer(texts)
     normalizer, pre, _ = _pipeline()
     direct = {p for t in texts for p, _ in pre.pre_tokenize_str(normalizer.normalize_str(t))}
@@ -465,12 +478,83 @@ def test_committed_tiny_policy_loads_with_auto_classes_and_generates(one_thread)
 
 def test_completion_only_batches_mask_the_post(tokenizer):
     from course_lib.tasks import tiny_policy as T
+    from course_lib.tasks.tiny_policy import training
 
     recs = S.generate_split("valid", 2)
     ex = T.encode_corpus(tokenizer, recs, 400)
-    ids, mask, labels = T._batch(ex, [0, 9], completion_only=True)
+    ids, mask, labels = training._batch(ex, [0, 9], completion_only=True)
     for k, i in enumerate([0, 9]):
         sep = ex[i].index(tokenizer.sep_token_id)
         assert (labels[k, : sep + 1] == -100).all()
         assert labels[k, sep + 1 : len(ex[i])].tolist() == ex[i][sep + 1 :]
         assert (labels[k, len(ex[i]) :] == -100).all()
+
+
+def test_make_model_builds_the_committed_architecture(one_thread, tmp_path):
+    """make_model (through models.tiny_llama) saves the committed tiny policy's config.json field
+    for field, and the committed weights load into it with the committed model's logits."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from course_lib.tasks import tiny_policy as T
+
+    folder = T.default_policy_dir()
+    committed = json.loads((folder / "config.json").read_text())
+    model = T.make_model(committed["vocab_size"])
+    model.save_pretrained(tmp_path)
+    fresh = json.loads((tmp_path / "config.json").read_text())
+    fresh["transformers_version"] = committed["transformers_version"]  # the library's, not ours
+    assert fresh == committed
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    ids = torch.tensor([[1, 5, 6, 7, 4, 8, 9, 2]])
+    saved = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids).logits, saved(ids).logits)
+
+
+# -- no import circles -----------------------------------------------------------------------------
+
+
+def _course_imports(path: Path, root: Path) -> set[str]:
+    """The course_lib modules a file imports, at the top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("course_lib")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_lib"):
+            for alias in node.names:  # `from package import submodule` imports the submodule
+                sub = f"{node.module}.{alias.name}"
+                is_module = (root / (sub.replace(".", "/") + ".py")).is_file() or (
+                    root / sub.replace(".", "/") / "__init__.py"
+                ).is_file()
+                found.add(sub if is_module else node.module)
+    return found
+
+
+def test_the_task_and_preference_packages_import_no_circle():
+    """No module of course_lib.tasks, course_lib.preference, paths or atomic can reach itself by
+    imports (a circle hidden by an import inside a function counts too)."""
+    root = Path(paths.repo_root())
+    graph = {}
+    for path in (root / "course_lib").rglob("*.py"):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        graph[name.removesuffix(".__init__")] = _course_imports(path, root)
+    ours = [
+        m
+        for m in graph
+        if m.startswith(("course_lib.tasks", "course_lib.preference"))
+        or m in ("course_lib.paths", "course_lib.atomic")
+    ]
+    for start in ours:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            assert m != start, f"{start} imports itself through {sorted(seen)}"
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))

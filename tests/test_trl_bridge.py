@@ -142,6 +142,29 @@ def test_effective_batch_and_launch_command():
         tb.effective_batch(0, 8)
 
 
+def test_run_launch_refuses_an_out_dir_of_someone_elses_files(monkeypatch, tmp_path):
+    """The worker writes rank0.safetensors by name: a user's file of that name must survive, and
+    the refusal must come before anything is launched."""
+    import subprocess
+    from pathlib import Path
+
+    from course_lib.atomic import OutputDirError
+
+    def launched(*args, **kwargs):
+        raise AssertionError("launched before out_dir was checked")
+
+    monkeypatch.setattr(subprocess, "run", launched)
+    worker = Path(__file__).with_name("ddp_worker.py")
+    (tmp_path / "rank0.safetensors").write_bytes(b"mine")
+    with pytest.raises(OutputDirError, match="did not write"):
+        tb.run_launch(worker, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["rank0.safetensors"]
+    assert (tmp_path / "rank0.safetensors").read_bytes() == b"mine"
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        tb.run_launch(tmp_path / "missing.py", tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
 # --- (d) the mixture sampler ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def policy():

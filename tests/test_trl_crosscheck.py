@@ -31,8 +31,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import losses, models
-from course_lib.online import OnlineConfig, OnlineTrainer, _Batch
+from course_lib import llm, logprobs, losses
+from course_lib.online import OnlineConfig, OnlineTrainer, Pair
 from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
 
 pytest.importorskip("trl", reason="trl is an optional extra (pip install '.[trl]'); CI installs it")
@@ -66,7 +66,7 @@ def tokenizer(tmp_path_factory):
 
 def tiny(tokenizer, seed):
     # peaked next-token distributions (init_std 0.3), so h is far from 0 and the checks bite
-    return models.tiny_llama(
+    return llm.tiny_llama(
         vocab_size=len(tokenizer),
         hidden=32,
         layers=1,
@@ -169,8 +169,8 @@ def test_hard_label_loss_equals_trl(tokenizer, tmp_path, loss_type, algorithm, c
     eos = tokenizer.eos_token_id
     with torch.no_grad():
         course_ratio = (
-            models.sequence_logprobs(trl["policy"], *args, eos_token_id=eos)[0]
-            - models.sequence_logprobs(trl["ref"], *args, eos_token_id=eos)[0]
+            logprobs.sequence_logprobs(trl["policy"], *args, eos_token_id=eos)[0]
+            - logprobs.sequence_logprobs(trl["ref"], *args, eos_token_id=eos)[0]
         )
     torch.testing.assert_close(course_ratio, trl["ratio"], atol=1e-5, rtol=1e-5)
 
@@ -188,7 +188,7 @@ def test_hard_label_loss_equals_trl(tokenizer, tmp_path, loss_type, algorithm, c
         cfg, trl["policy"], tokenizer, lambda *a: None, PROMPTS, ref_model=trl["ref"]
     )
     ids, cmask = trl["completion_ids"], trl["completion_mask"]
-    batch = _Batch(
+    batch = Pair(
         list(PROMPTS),
         trl["prompt_ids"][:B],
         trl["prompt_mask"][:B],
@@ -200,10 +200,10 @@ def test_hard_label_loss_equals_trl(tokenizer, tmp_path, loss_type, algorithm, c
         [""] * B,
     )
     bt = torch.sigmoid(r1 - r2).numpy()
-    labels = torch.as_tensor(ours._labels(bt, 0, 0), dtype=torch.float32)
+    labels = torch.as_tensor(ours.labels(bt, 0, 0), dtype=torch.float32)
     torch.testing.assert_close(labels, p)
     with torch.no_grad():
-        loss, h_trainer, _ = ours._loss(batch, labels)
+        loss, h_trainer, _ = ours.loss(batch, labels)
     torch.testing.assert_close(h_trainer, h, atol=1e-5, rtol=1e-5)
     assert loss.item() == pytest.approx(trl["loss"], rel=1e-5, abs=1e-6)
 

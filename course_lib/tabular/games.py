@@ -1,6 +1,6 @@
 """The KL-regularised preference game on a finite set of responses, solved exactly.
 
-Notation (paper-notes §1): ``P[i, j] = P(y_i > y_j)``; a policy is a probability vector; the win
+Notation (notes/paper.md §1): ``P[i, j] = P(y_i > y_j)``; a policy is a probability vector; the win
 rate of response ``y`` against a policy ``pi`` is ``P(y > pi) = (P @ pi)[y]``; ``tau > 0`` is the
 KL coefficient; ``beta`` in [0, 1] is the weight of ``pi_ref`` in the geometric mixture.
 
@@ -93,7 +93,7 @@ def kl(p, q) -> float:
 
 
 def geometric_mixture(pi, pi_ref, beta) -> np.ndarray:
-    """The geometric mixture ``pi^(1-beta) pi_ref^beta / Z`` (paper-notes §1.4; Calandriello §5,
+    """The geometric mixture ``pi^(1-beta) pi_ref^beta / Z`` (notes/paper.md §1.6; Calandriello §5,
     NLHF §5). beta = 0 gives ``pi``, beta = 1 gives ``pi_ref``.
 
     Computed in log space. A response where ``pi`` is 0 (and beta < 1) or where ``pi_ref`` is 0
@@ -119,13 +119,13 @@ def _mixture(log_pi: np.ndarray, log_ref: np.ndarray, beta: float) -> np.ndarray
 
 
 def win_rates(P, pi) -> np.ndarray:
-    """The vector of win rates ``P(y > pi) = sum_y' pi(y') P(y > y')`` (paper-notes §1.1)."""
+    """The vector of win rates ``P(y > pi) = sum_y' pi(y') P(y > y')`` (notes/paper.md §1.2)."""
     P, pi = _check_pair(P, pi)
     return P @ pi
 
 
 def best_response(P, pi_ref, tau, opponent) -> np.ndarray:
-    """The best response to a fixed opponent in the regularised game (paper-notes §1.2):
+    """The best response to a fixed opponent in the regularised game (notes/paper.md §1.4):
     ``argmax_pi P(pi > opponent) - tau KL(pi || pi_ref) ∝ pi_ref exp(P(. > opponent)/tau)``
     (Gibbs variational principle)."""
     tau = validate_tau(tau)
@@ -135,7 +135,7 @@ def best_response(P, pi_ref, tau, opponent) -> np.ndarray:
 
 
 def offline_ipo_solution(P, pi_ref, mu, tau) -> np.ndarray:
-    """Offline IPO's optimum for pairs drawn from ``mu`` (Azar et al. §4-5, paper-notes §2.3):
+    """Offline IPO's optimum for pairs drawn from ``mu`` (Azar et al. §4-5, notes/paper.md §2.2):
     ``pi*(y) ∝ pi_ref(y) exp(P(y > mu)/tau)``. It depends on the data policy ``mu``; only when
     ``mu`` is the policy itself (online IPO) is it the Nash equilibrium."""
     tau = validate_tau(tau)
@@ -166,9 +166,10 @@ def regularised_exploitability(P, pi, pi_ref, tau) -> float:
 
 
 def von_neumann_winner(P) -> np.ndarray:
-    """An unregularised equilibrium (von Neumann winner, maximal lottery; NLHF §3, paper-notes
-    §1.2) by linear programming: maximise ``v`` subject to ``P(pi > y') >= v`` for every ``y'``
-    and ``pi`` in the simplex. The optimal value is 1/2 for any antisymmetric ``P``.
+    """An unregularised equilibrium (von Neumann winner, maximal lottery; NLHF §3,
+    notes/paper.md §1.4) by linear programming: maximise ``v`` subject to ``P(pi > y') >= v``
+    for every ``y'`` and ``pi`` in the simplex. The optimal value is 1/2 for any antisymmetric
+    ``P``.
 
     When the winner is not unique the solver returns one of them (a vertex of the optimal set).
     The LP is solved by HiGHS to about 1e-9; the result is clipped at 0 and renormalised.
@@ -392,7 +393,7 @@ def _check_steps(steps):
 
 
 def nash_md(P, pi_ref, tau, eta, steps: int, pi0=None) -> np.ndarray:
-    """Exact tabular Nash-MD (NLHF §5, Theorem 1; paper-notes §2.7):
+    """Exact tabular Nash-MD (NLHF §5, Theorem 1; notes/paper.md §3.3):
 
         pi_t^mu   ∝ pi_t^(1 - eta_t tau) pi_ref^(eta_t tau)           (the regularised opponent)
         pi_{t+1}  ∝ pi_t^mu exp( eta_t P(. > pi_t^mu) )
@@ -422,7 +423,7 @@ def nash_md(P, pi_ref, tau, eta, steps: int, pi0=None) -> np.ndarray:
 
 def mirror_descent(P, pi_ref, tau, eta, steps: int, pi0=None) -> np.ndarray:
     """Plain online mirror descent on the regularised game, *without* the mixture: the opponent
-    is the current policy pi_t (paper-notes §2.7, "difference from plain OMD"):
+    is the current policy pi_t (notes/paper.md §3.3, "difference from plain online mirror descent"):
 
         pi_{t+1} ∝ pi_t^(1 - eta_t tau) pi_ref^(eta_t tau) exp( eta_t P(. > pi_t) )
 

@@ -6,7 +6,7 @@ written out exactly as a sum over the K x K pairs. Every loss is taken from
 :mod:`course_lib.losses` and differentiated with torch autograd, so the one definition used by the
 language-model trainer is also the one these exact statements are about.
 
-Conventions (Calandriello et al. 2024; paper-notes sections 2.4-2.8 and 3):
+Conventions (Calandriello et al. 2024; notes/paper.md §2.3, §3 and §4):
 
 * the *sampler* of a pair is ``SG[pi^(1-beta) pi_ref^beta]`` (``beta = 0``: online IPO, DPO,
   SLiC; ``beta > 0``: IPO-MD), or a fixed data distribution ``mu`` (offline); no gradient flows
@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from course_lib.losses import dpo_loss, ipo_loss, nash_md_pg_loss, slic_loss
+from course_lib import losses
+from course_lib.losses import nash_md_pg_loss
 from course_lib.tabular.games import geometric_mixture
 from course_lib.tabular.preferences import (
     validate_beta,
@@ -60,7 +61,7 @@ __all__ = [
     "token_level_mixture",
 ]
 
-CONTRASTIVE_LOSSES: dict[str, Callable] = {"ipo": ipo_loss, "dpo": dpo_loss, "slic": slic_loss}
+CONTRASTIVE_LOSSES: dict[str, Callable] = losses.CONTRASTIVE
 DTYPE = torch.float64
 
 
@@ -137,7 +138,8 @@ def _setup(theta, P, pi_ref, tau, beta=0.0):
 
 def pair_sampler(theta, pi_ref, beta) -> np.ndarray:
     """The (stop-gradient) distribution each response of a pair is drawn from:
-    ``pi^(1-beta) pi_ref^beta`` normalised (Calandriello eq. for IPO-MD; paper-notes 1.4, 2.6)."""
+    ``pi^(1-beta) pi_ref^beta`` normalised (Calandriello eq. for IPO-MD; notes/paper.md §1.6,
+    §3.2)."""
     return geometric_mixture(softmax(theta), pi_ref, beta)
 
 
@@ -192,7 +194,7 @@ def expected_ipo_md_gradient(theta, P, pi_ref, tau, beta=0.0) -> np.ndarray:
     Calandriello et al. section 5 (IPO-MD) and eq. (11) (online IPO): pairs from
     ``SG[pi^(1-beta) pi_ref^beta]``, soft labels ``P[y, y']``, ``h`` from ``pi``. At ``beta = 0``
     it equals ``(4/tau) *`` :func:`expected_nash_md_pg_gradient` (the paper's first result, with the
-    per-pair normalisation of :func:`course_lib.losses.ipo_loss`; paper-notes 3.2 step 4).
+    per-pair normalisation of :func:`course_lib.losses.ipo_loss`; notes/paper.md §4.2 step 4).
     """
     return expected_contrastive_gradient(theta, P, pi_ref, tau, beta, loss="ipo")
 
@@ -201,7 +203,7 @@ def expected_nash_md_pg_loss(theta_t, P, pi_ref, tau, opponent) -> torch.Tensor:
     """``E_{y~SG[pi], y'~opponent}[ nash_md_pg_loss(log pi(y), log pi_ref(y), P[y, y'], tau) ]``.
 
     A differentiable scalar whose gradient is the exact expected Nash-MD-PG estimator (NLHF
-    Appendix F; paper-notes 2.8). The weights ``pi(y)`` are detached, as sampling is.
+    Appendix F; notes/paper.md §3.4). The weights ``pi(y)`` are detached, as sampling is.
     """
     logpi = torch.log_softmax(theta_t, 0)
     logref = torch.as_tensor(np.log(pi_ref), dtype=DTYPE)
@@ -247,7 +249,8 @@ def _labels(P, y, yp, labels: str, rng: np.random.Generator) -> np.ndarray:
     p = P[y, yp]
     if labels == "soft":
         return p
-    if labels == "sampled":  # a Bernoulli(p) winner: same expectation, more variance (notes 2.10)
+    # a Bernoulli(p) winner: same expectation, more variance (notes/paper.md §3.5)
+    if labels == "sampled":
         return (rng.random(p.shape) < p).astype(float)
     raise ValueError(f"labels must be 'soft' or 'sampled', got {labels!r}")
 
@@ -385,7 +388,7 @@ def train_offline_bandit(
     Each step draws ``batch`` pairs with replacement from ``pairs`` (``batch=None``: the whole
     dataset) and takes one optimiser step on the mean per-pair loss. Defaults follow the IPO
     paper's experiment (Adam, lr 0.01, batch 9, start at ``pi_ref``, uniform ``pi_ref``;
-    paper-notes 6.2). ``pairs`` holds ``(y_w, y_l)`` (a hard label) or ``(y, y', p)`` (a soft
+    notes/paper.md §5.2). ``pairs`` holds ``(y_w, y_l)`` (a hard label) or ``(y, y', p)`` (a soft
     label). The mini-batches are drawn with ``numpy.random.default_rng(seed)``.
     """
     return train_offline_bandits(
@@ -601,7 +604,7 @@ def _two_token(first, second, name):
 
 
 def sequence_level_mixture(pi_first, pi_second, ref_first, ref_second, beta) -> np.ndarray:
-    """Exact sequence-level geometric mixture of two-token policies (paper-notes 1.4).
+    """Exact sequence-level geometric mixture of two-token policies (notes/paper.md §1.6).
 
     A policy over sequences ``(y0, y1)`` is given by ``first[y0]`` and ``second[y0, y1] =
     pi(y1 | y0)``. Returns the ``(V, V)`` joint ``pi(y)^(1-beta) pi_ref(y)^beta / Z``.

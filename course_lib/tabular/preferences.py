@@ -2,14 +2,14 @@
 
 A preference matrix ``P`` holds ``P[i, j] = P(y_i > y_j)``, the probability that a random rater
 prefers response ``y_i`` to ``y_j`` (NLHF §2; Calandriello et al. §2). It must be *antisymmetric*
-in the probability sense, ``P + P^T = 1``, hence ``P[i, i] = 1/2`` (paper-notes §1.1).
+in the probability sense, ``P + P^T = 1``, hence ``P[i, i] = 1/2`` (notes/paper.md §1.2).
 
 Builders here:
 
 * :func:`bradley_terry` -- ``P[i, j] = sigmoid(s_i - s_j)``, every preference a reward can express;
 * :func:`dice_preference` and :data:`NONTRANSITIVE_DICE` -- a cycle no reward can express;
 * :func:`rater_type`, :func:`mixture_preference`, :func:`three_rater_types` -- a population of
-  raters who each care about one pair (NLHF §3.2; paper-notes §6.4);
+  raters who each care about one pair (NLHF §3.2; notes/paper.md §5.4);
 * :func:`random_preference` -- a seeded random antisymmetric matrix;
 * :func:`fit_bradley_terry` -- the maximum-likelihood Bradley-Terry fit to any ``P``, and a report
   of what the fit loses.
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
+
+from course_lib import validation as check
 
 __all__ = [
     "NONTRANSITIVE_DICE",
@@ -70,23 +72,9 @@ def _scalar(value, name: str) -> float:
     return value
 
 
-def validate_tau(tau, name: str = "tau") -> float:
-    """Check the KL coefficient: a finite number ``tau > 0``. Returns it as a float."""
-    tau = _scalar(tau, name)
-    if tau <= 0:
-        raise ValueError(f"{name} must be > 0 (the KL coefficient), got {_fmt(tau)}")
-    return tau
-
-
-def validate_beta(beta, name: str = "beta") -> float:
-    """Check the mixture weight on the reference: ``0 <= beta <= 1``. Returns it as a float."""
-    beta = _scalar(beta, name)
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(
-            f"{name} must lie in [0, 1] (the weight of pi_ref in the geometric mixture), "
-            f"got {_fmt(beta)}"
-        )
-    return beta
+# tau and beta are checked by the course's one validation module, shared with the trainers.
+validate_tau = check.tau
+validate_beta = check.beta
 
 
 def validate_distribution(pi, name: str = "pi", n: int | None = None, atol: float = DIST_ATOL):
@@ -121,7 +109,7 @@ def validate_distribution(pi, name: str = "pi", n: int | None = None, atol: floa
 def validate_preference_matrix(P, name: str = "P", atol: float = P_ATOL) -> np.ndarray:
     """Check a preference matrix and return it as an exactly antisymmetric float64 array.
 
-    Requirements (paper-notes §1.1): square, finite, every entry in [0, 1], and
+    Requirements (notes/paper.md §1.2): square, finite, every entry in [0, 1], and
     ``P[i, j] + P[j, i] = 1`` within ``atol`` (so ``P[i, i] = 1/2``). The returned matrix is
     ``(P + 1 - P^T) / 2``, which moves entries by at most ``atol / 2`` and makes later algebra
     (``E_pi[P(y > pi)] = 1/2``) exact to rounding. Raises ``ValueError`` naming the entry.
@@ -158,7 +146,7 @@ def validate_preference_matrix(P, name: str = "P", atol: float = P_ATOL) -> np.n
 # builders
 # --------------------------------------------------------------------------------------------
 def bradley_terry(scores) -> np.ndarray:
-    """Bradley-Terry preferences ``P[i, j] = sigmoid(s_i - s_j)`` (paper-notes §1.1).
+    """Bradley-Terry preferences ``P[i, j] = sigmoid(s_i - s_j)`` (notes/paper.md §1.3).
 
     ``scores`` are rewards or Elo-style log-strengths; any finite real vector.
     """
@@ -171,7 +159,7 @@ def bradley_terry(scores) -> np.ndarray:
     return expit(s[:, None] - s[None, :])
 
 
-# Three dice with P(A > B) = P(B > C) = P(C > A) = 5/9 (paper-notes §6.5).
+# Three dice with P(A > B) = P(B > C) = P(C > A) = 5/9 (notes/paper.md §5.5).
 NONTRANSITIVE_DICE: dict[str, tuple[int, ...]] = {
     "A": (2, 2, 4, 4, 9, 9),
     "B": (1, 1, 6, 6, 8, 8),
@@ -227,7 +215,7 @@ def mixture_preference(matrices: Sequence, weights) -> np.ndarray:
 
 
 def three_rater_types(eps: float) -> np.ndarray:
-    """NLHF §3.2's population of three rater types (paper-notes §6.4), responses y1, y2, y3:
+    """NLHF §3.2's population of three rater types (notes/paper.md §5.4), responses y1, y2, y3:
 
     * type 1, proportion 1/3 - eps, strictly prefers y2 to y1;
     * type 2, proportion 1/3 + eps/2, strictly prefers y1 to y3;
@@ -294,7 +282,7 @@ def fit_bradley_terry(P, tol: float = 1e-10) -> BradleyTerryFit:
 
     Minimises the expected log-loss ``-sum_{i<j} [P_ij log s(d_ij) + P_ji log s(-d_ij)]`` with
     ``d_ij = s_i - s_j`` and ``s`` the sigmoid; this is the population version of the usual
-    reward-model loss (Bradley & Terry 1952; paper-notes §2.1) with comparisons drawn uniformly
+    reward-model loss (Bradley & Terry 1952; notes/paper.md §2.1) with comparisons drawn uniformly
     over pairs. The loss is convex in the scores. On the optimum the gradient condition
     ``sum_j sigmoid(s_i - s_j) = sum_j P_ij`` says the fit matches every response's total win
     probability (its Borda score), so a cyclic ``P`` whose rows sum to the same value is fitted

@@ -1,46 +1,45 @@
 """The summarisation task: the synthetic TL;DR corpus, its oracle preference, the word-level
-tokenizer, and a loader for the real TL;DR data.
+tokenizer, the tiny policy, and a loader for the real TL;DR data.
 
 * :mod:`course_lib.tasks.summarisation` -- records, summaries of mixed quality, JSONL files;
 * :mod:`course_lib.tasks.oracle` -- the ground-truth P*(y > y'|x), Bradley-Terry or not;
 * :mod:`course_lib.tasks.tokenizer` -- the WordLevel tokenizer of the tiny policy;
+* :mod:`course_lib.tasks.tiny_policy` -- the tiny reference policy (imported on its own: it
+  needs ``torch`` and ``transformers``);
 * :mod:`course_lib.tasks.tldr` -- the human comparisons and prompts of the real TL;DR data.
-
-The names below are imported lazily (PEP 562), so that ``python -m
-course_lib.tasks.summarisation`` does not import its own module twice.
 """
 
-from __future__ import annotations
+from course_lib.tasks.oracle import Aspects, Oracle, RaterType, count_cycles
+from course_lib.tasks.summarisation import (
+    QUALITIES,
+    Fact,
+    PreferencePair,
+    Record,
+    Summary,
+    generate_record,
+    generate_split,
+    load_pairs,
+    load_split,
+    read_pairs,
+    read_records,
+)
+from course_lib.tasks.tokenizer import load_tokenizer
 
-import importlib
-
-_EXPORTS = {
-    "Aspects": "oracle",
-    "Oracle": "oracle",
-    "RaterType": "oracle",
-    "count_cycles": "oracle",
-    "QUALITIES": "summarisation",
-    "Fact": "summarisation",
-    "PreferencePair": "summarisation",
-    "Record": "summarisation",
-    "Summary": "summarisation",
-    "generate_record": "summarisation",
-    "generate_split": "summarisation",
-    "load_pairs": "summarisation",
-    "load_split": "summarisation",
-    "read_pairs": "summarisation",
-    "read_records": "summarisation",
-    "load_tokenizer": "tokenizer",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"course_lib.tasks.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'course_lib.tasks' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "QUALITIES",
+    "Aspects",
+    "Fact",
+    "Oracle",
+    "PreferencePair",
+    "RaterType",
+    "Record",
+    "Summary",
+    "count_cycles",
+    "generate_record",
+    "generate_split",
+    "load_pairs",
+    "load_split",
+    "load_tokenizer",
+    "read_pairs",
+    "read_records",
+]

@@ -20,7 +20,7 @@ looks at four aspects, each in [0, 1]:
 Two modes turn aspects into a probability:
 
 * ``"bt"``: Bradley-Terry, P(y > y') = sigmoid(s(y) - s(y')) with the linear score
-  s = 4 coverage + 3 faithfulness + 2 length + 3 form (paper notes §1: BT is the special case
+  s = 4 coverage + 3 faithfulness + 2 length + 3 form (notes/paper.md §1.3: BT is the special case
   of a general preference that a scalar reward can represent; it has no cycles).
 * ``"nt"``: non-transitive, a population of rater types k with shares w_k who weigh the
   aspects differently: P(y > y') = sum_k w_k P_k(y > y'), where a deterministic type has

