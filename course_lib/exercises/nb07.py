@@ -1,19 +1,18 @@
-"""Notebook 07 (language models): checkers, hints and reference solutions.
+"""Notebook 07 (language models): reference solutions, cases, hints and answers.
 
-Call ``check_<name>(your_function)``; ``hint(name)`` prints a hint, ``solution(name)`` the
-reference code. The references agree with the library (``course_lib.sampling.mixture_logprobs``,
-``course_lib.models.position_ids_from_mask`` and ``course_lib.models.mask_after_eos``); the
-checkers compare against the library itself, so a solution that passes is one the course uses.
+The references agree with the library (``course_lib.sampling.mixture_logprobs``,
+``course_lib.logprobs.position_ids_from_mask`` and ``course_lib.logprobs.mask_after_eos``), and the
+checks compare with the library itself, so an answer that passes is one the course uses.
+``check_<name>(your_function)`` checks it, ``hint(name)`` gives the next hint tier,
+``solution(name, reveal=True)`` the reference solution, ``case(name, i)`` a case's inputs.
 """
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
-from course_lib.exercises import CheckResult, check_function
-from course_lib.models import mask_after_eos, position_ids_from_mask
+from course_lib.exercises import Exercise, ExerciseSet
+from course_lib.logprobs import mask_after_eos, position_ids_from_mask
 from course_lib.sampling import mixture_logprobs
 
 
@@ -38,21 +37,7 @@ def completion_mask(completion_ids, eos_token_id):
     return (eos_before == 0).long()
 
 
-REFERENCES = {
-    "mixture_next_token": mixture_next_token,
-    "position_ids": position_ids,
-    "completion_mask": completion_mask,
-}
-HINTS = {
-    "mixture_next_token": "mix the logits (not the probabilities): (1 - beta) * z_pi + "
-    "beta * z_ref, divide by the temperature, then softmax over the last dimension.",
-    "position_ids": "cumsum of the mask along the sequence, minus one; then overwrite the "
-    "padded places (mask 0) with any fixed value, e.g. 1.",
-    "completion_mask": "mark EOS tokens, take a cumulative sum, and subtract the current "
-    "token's mark so that the EOS itself is kept.",
-}
-
-
+# ---- what the checks compare with: the library -----------------------------------------------
 def _library_mixture(z_pi, z_ref, beta, temperature=1.0):
     return mixture_logprobs(z_pi, z_ref, beta, temperature).exp()
 
@@ -73,59 +58,90 @@ def _logit_cases():
     return cases
 
 
-# ---- checkers --------------------------------------------------------------------------------
-def check_mixture_next_token(fn) -> CheckResult:
-    """Compare with ``course_lib.sampling.mixture_logprobs(...).exp()``, which the sampler uses."""
-    return check_function(
-        "mixture_next_token",
-        fn,
-        _library_mixture,
-        _logit_cases(),
-        atol=1e-6,
-        rtol=1e-5,
-        hint=HINTS["mixture_next_token"],
-    )
+def _real_places(fn):
+    """What a model sees at padded places does not matter: compare on real tokens only."""
+
+    def on_real(mask):
+        return fn(mask) * mask
+
+    return on_real
 
 
-def check_position_ids(fn) -> CheckResult:
+def _position_cases():
     masks = [
         torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]]),
         torch.tensor([[0, 1, 1], [1, 1, 1]]),
     ]
-
-    # compare on real tokens only: what a model sees at padded places does not matter
-    def on_real(f):
-        return lambda m: f(m) * m
-
-    return check_function(
-        "position_ids",
-        on_real(fn),
-        on_real(position_ids_from_mask),
-        [((m,), {}) for m in masks],
-        atol=0,
-        hint=HINTS["position_ids"],
-    )
+    return [((m,), {}) for m in masks]
 
 
-def check_completion_mask(fn) -> CheckResult:
-    eos = 2
+def _completion_cases():
     ids = [
         torch.tensor([[5, 6, 2, 7, 2, 8], [5, 6, 7, 8, 9, 4], [2, 5, 5, 5, 5, 5]]),
         torch.tensor([[3, 2], [2, 2]]),
     ]
-    return check_function(
-        "completion_mask",
-        fn,
-        lambda c, e: mask_after_eos(c, e),
-        [((c, eos), {}) for c in ids],
-        atol=0,
-        hint=HINTS["completion_mask"],
-    )
+    return [((c, 2), {}) for c in ids]
 
 
-def hint(name: str) -> None:
-    print(HINTS[name])
-
-
-def solution(name: str) -> None:
-    print(inspect.getsource(REFERENCES[name]))
+EXERCISES = ExerciseSet(
+    "nb07",
+    [
+        Exercise(
+            "mixture_next_token",
+            1,
+            mixture_next_token,
+            cases=_logit_cases,
+            expected=_library_mixture,
+            atol=1e-6,
+            rtol=1e-5,
+            hints=(
+                "the geometric mixture of two softmax distributions is itself a softmax: of a "
+                "combination of the two logit vectors (not of the probabilities).",
+                "logits (1 - beta) z_pi + beta z_ref, divided by the temperature, then a softmax "
+                "over the last dimension.",
+            ),
+        ),
+        Exercise(
+            "position_ids",
+            2,
+            position_ids,
+            cases=_position_cases,
+            expected=position_ids_from_mask,
+            adapt=_real_places,
+            atol=0,
+            rtol=0,
+            hints=(
+                "the position of a real token is the number of real tokens before it in its "
+                "row; a running count along the row gives it.",
+                "cumsum of the mask along the last dimension, minus one; then put any fixed "
+                "value (e.g. 1) where the mask is 0.",
+            ),
+        ),
+        Exercise(
+            "completion_mask",
+            3,
+            completion_mask,
+            cases=_completion_cases,
+            expected=lambda c, e: mask_after_eos(c, e),
+            atol=0,
+            rtol=0,
+            hints=(
+                "a column is kept when no EOS came strictly before it; a running count of EOS "
+                "tokens along the row tells that.",
+                "mark the EOS tokens, take their cumulative sum, and subtract the current "
+                "column's own mark: keep the columns where the result is 0.",
+            ),
+            answer=(
+                "The EOS is the policy's decision to stop: log pi(y|x) is the probability of the "
+                "whole completion, stop included, so the EOS token's log-prob belongs to it. "
+                "Without it the loss could not make a completion longer or shorter (h would "
+                "ignore where pi stops), and sequences cut at the length limit would look the "
+                "same as ones that ended."
+            ),
+        ),
+    ],
+)
+hint, solution, case = EXERCISES.hint, EXERCISES.solution, EXERCISES.case
+check_mixture_next_token = EXERCISES.checker("mixture_next_token")
+check_position_ids = EXERCISES.checker("position_ids")
+check_completion_mask = EXERCISES.checker("completion_mask")
