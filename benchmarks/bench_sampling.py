@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from course_lib import llm  # noqa: E402
+from course_lib.atomic import atomic_write_text  # noqa: E402
 from course_lib.llm import LoraSettings, apply_lora, load_policy, tiny_llama  # noqa: E402
 from course_lib.sampling import sample, sample_mixture  # noqa: E402
 
@@ -224,7 +225,7 @@ def write_section(section: str, path: Path = RESULTS, start: str = START, end: s
         text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    atomic_write_text(path, text)
 
 
 def main(argv=None) -> int:

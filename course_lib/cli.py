@@ -262,10 +262,85 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _arena(argv: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
+    from course_lib.arena import run as arena
+    from course_lib.arena.preference import MODES
+    from course_lib.arena.train import ARENA_ALGORITHMS
+    from course_lib.config import get_profile
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} arena", description=arena.__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--profile", default=None, help="smoke, cpu or gpu")
+    parser.add_argument("--out", default=None, help="default: results/arena-<profile>")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument(
+        "--algorithms", nargs="+", default=list(ARENA_ALGORITHMS), choices=list(ARENA_ALGORITHMS)
+    )
+    parser.add_argument("--steps", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--tau", type=float, default=None, help="default: the profile's")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile).name
+    out = Path(args.out or Path("results") / f"arena-{profile}")
+    overrides = {k: v for k, v in (("steps", args.steps), ("tau", args.tau)) if v is not None}
+    summary = arena.run_arena(profile, out, args.seeds, args.modes, args.algorithms, **overrides)
+    print(f"wrote {out} in {summary['seconds']:.0f} s")
+    return 0
+
+
+def _grade(argv: list[str]) -> int:
+    import argparse
+    from pathlib import Path
+
+    from course_lib import grading, validation
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} grade", description=grading.__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("notebooks", nargs="+", help="submitted notebooks, NN_name.ipynb")
+    parser.add_argument("--out", required=True, help="where grades.csv and grades.json go")
+    parser.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per notebook")
+    args = parser.parse_args(argv)
+    validation.integer("cell_timeout", args.cell_timeout)
+    validation.integer("timeout", args.timeout)
+    summary = grading.grade(args.notebooks, Path(args.out), args.cell_timeout, args.timeout)
+    for nb in summary["notebooks"]:
+        notes = f"; {'; '.join(nb['errors'])}" if nb["errors"] else ""
+        print(f"{nb['notebook']}: {nb['points']}/{nb['max_points']} in {nb['seconds']} s{notes}")
+    print(f"total {summary['points']}/{summary['max_points']}; wrote {args.out}")
+    return 0
+
+
+def _edition(argv: list[str]) -> int:
+    import argparse
+
+    from course_lib import editions, paths
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} edition", description=editions.__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("edition", choices=("student", "instructor"))
+    parser.add_argument("out", help="a new or empty folder, or one this edition wrote before")
+    parser.add_argument("--src", default=str(paths.repo_root() / "notebooks"))
+    args = parser.parse_args(argv)
+    make = editions.student_edition if args.edition == "student" else editions.instructor_edition
+    written = make(args.src, args.out)
+    print(f"{args.edition} edition: {len(written)} files in {args.out}")
+    return 0
+
+
 COMMANDS = {
     "check-env": (_check_env, "the [OK]/[FAIL] table of the environment"),
     "reproduce": (_reproduce, "the summarisation comparison (`reproduce -h`; `--track real`)"),
     "train": (_train, "one online run, resumable (`train -h`)"),
+    "arena": (_arena, "the exact arena: training measured against exact destinations"),
+    "edition": (_edition, "the student or instructor edition of the notebooks (`edition -h`)"),
+    "grade": (_grade, "run submitted notebooks and grade their exercises (`grade -h`)"),
 }
 
 

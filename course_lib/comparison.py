@@ -1,4 +1,4 @@
-"""Reading a win-rate matrix against the paper's Table 2 (notebook 09).
+"""Reading a win-rate matrix against the paper's Table 2 (notebook 10).
 
 A win-rate matrix M holds, for every pair of methods, the row method's win rate over the column
 method, M[i, j] = P(row > column), with M + M^T = 1 (Calandriello et al. 2024, §6, Table 2; the

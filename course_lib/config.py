@@ -44,18 +44,18 @@ class Profile:
     mc_pairs: int  # sampled pairs for Monte-Carlo gradient estimators
     n_seeds: int  # independent repeats where a figure shows a spread
 
-    # -- language models (notebooks 07, 10) ----------------------------------------------------
+    # -- language models (notebooks 07, 11) ----------------------------------------------------
     max_new_tokens: int  # completion length when sampling
     sample_batch: int  # prompts sampled at once
     bench_repeats: int  # timing repeats in benchmarks shown in notebooks
 
-    # -- the summarisation task and its preference model (notebook 08) ----------------------
+    # -- the summarisation task and its preference model (notebook 09) ----------------------
     corpus_records: int  # synthetic posts generated when the corpus is rebuilt in a notebook
     pretrain_steps: int  # steps when the tiny policy is (re)trained in a notebook
     pm_train_pairs: int  # labelled pairs used to train the preference model
     pm_epochs: int
 
-    # -- online alignment (notebooks 09, 10, ``reproduce``) ------------------------------------
+    # -- online alignment (notebooks 10, 11, ``reproduce``) ------------------------------------
     train_steps: int  # optimiser steps per online run
     prompts_per_step: int  # prompts per step; two samples are drawn for each
     eval_prompts: int  # held-out prompts per side-by-side comparison
@@ -63,12 +63,12 @@ class Profile:
     sweep_betas: tuple[float, ...]
     seeds: tuple[int, ...]
     tiny_new_tokens: int  # completion length of the tiny policy (its summaries: ~25 tokens)
-    # -- the real track (notebook 10, ``reproduce --track real``): SmolLM2 in 4-bit with LoRA ----
+    # -- the real track (notebook 11, ``reproduce --track real``): SmolLM2 in 4-bit with LoRA ----
     real_train_steps: int  # optimiser steps per method
     real_prompts_per_step: int
     real_new_tokens: int  # completion length of the pretrained policy
     real_eval_prompts: int  # held-out prompts per side-by-side comparison
-    # -- scaling out (notebook 11) --------------------------------------------------------------
+    # -- scaling out (notebook 12) --------------------------------------------------------------
     launch_processes: int  # CPU processes of the `accelerate launch` demo run (0: show only)
 
     def as_dict(self) -> dict:

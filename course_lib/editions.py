@@ -27,13 +27,11 @@ the same command before (:func:`course_lib.atomic.check_output_dir`); they refus
 
 from __future__ import annotations
 
-import argparse
 import ast
 import copy
 import importlib
 import json
 import re
-import sys
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
@@ -326,28 +324,3 @@ def instructor_edition(src_dir, out_dir) -> list[Path]:
     written = [atomic_write_bytes(out_dir / name, raw) for name, raw in raws]
     written.append(atomic_write_text(out_dir / ANSWER_KEY, key))
     return written
-
-
-def main(argv=None) -> int:
-    """``python -m course_lib.editions {student,instructor} OUT [--src notebooks]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m course_lib.editions",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("edition", choices=("student", "instructor"))
-    parser.add_argument("out", help="a new or empty folder, or one this edition wrote before")
-    parser.add_argument("--src", default=str(Path(__file__).resolve().parent.parent / "notebooks"))
-    args = parser.parse_args(argv)
-    make = student_edition if args.edition == "student" else instructor_edition
-    try:
-        written = make(args.src, args.out)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.edition} edition: {len(written)} files in {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

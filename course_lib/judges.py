@@ -117,7 +117,7 @@ class PreferenceJudge:
 
 def learned_judge(mode: str, tokenizer) -> PreferenceJudge:
     """The tiny track's committed preference model for the oracle ``mode`` (``bt`` or ``nt``),
-    trained on that mode's labels (notebook 08)."""
+    trained on that mode's labels (notebook 09)."""
     from course_lib.preference import default_model_dir, load_preference_model
 
     return PreferenceJudge(load_preference_model(default_model_dir(mode)), tokenizer)

@@ -1,4 +1,4 @@
-"""Sequence log-probabilities and h, the quantities every loss reads (notebooks 07 and 09).
+"""Sequence log-probabilities and h, the quantities every loss reads (notebooks 07 and 10).
 
 For a completion y of a prompt x (Calandriello et al. 2024, Sec. 5; the losses use sums):
 
@@ -152,12 +152,37 @@ def pair_logratios(
     pids = torch.cat([prompt_ids, prompt_ids])
     pmask = torch.cat([prompt_mask, prompt_mask]) if prompt_mask is not None else None
     ids, mask = torch.cat([a, b]), torch.cat([am, bm])
-    pi = forward if forward is not None else model
-    logp, _ = sequence_logprobs(pi, pids, pmask, ids, mask, eos_token_id)
-    with torch.no_grad(), reference(model, ref_model) as ref:
-        logp_ref, _ = sequence_logprobs(ref, pids, pmask, ids, mask, eos_token_id)
+    logp, logp_ref = policy_and_reference_logprobs(
+        model, pids, pmask, ids, mask, ref_model, eos_token_id, forward
+    )
     ratio = logp - logp_ref
     return ratio[:B], ratio[B:]
+
+
+def policy_and_reference_logprobs(
+    model,
+    prompt_ids,
+    prompt_mask,
+    completion_ids,
+    completion_mask=None,
+    ref_model=None,
+    eos_token_id=None,
+    forward=None,
+):
+    """``(log pi(y|x), log pi_ref(y|x))``, each (B,): pi with gradient (through ``forward`` when
+    given, e.g. the DDP-wrapped policy), pi_ref (``ref_model``, or ``model`` with its adapter
+    off) under ``no_grad``."""
+    import torch
+
+    pi = forward if forward is not None else model
+    logp, _ = sequence_logprobs(
+        pi, prompt_ids, prompt_mask, completion_ids, completion_mask, eos_token_id
+    )
+    with torch.no_grad(), reference(model, ref_model) as ref:
+        logp_ref, _ = sequence_logprobs(
+            ref, prompt_ids, prompt_mask, completion_ids, completion_mask, eos_token_id
+        )
+    return logp, logp_ref
 
 
 def sequence_h(

@@ -1,4 +1,4 @@
-"""Where TRL's online trainers differ from the paper, as small exact computations (notebook 11).
+"""Where TRL's online trainers differ from the paper, as small exact computations (notebook 12).
 
 TRL's code (versions 1.13.0-1.16, as read in TRL's source and described in
 notes/trl.md §2-4) differs from Calandriello et al. (2024) in four places that this

@@ -27,10 +27,10 @@ from course_lib.exercises import (
     nb04,
     nb05,
     nb06,
-    nb08,
     nb09,
     nb10,
     nb11,
+    nb12,
 )
 from course_lib.tabular import (
     best_response as library_best_response,
@@ -43,7 +43,7 @@ from course_lib.tabular import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-NUMBERS = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
+NUMBERS = sorted(p.stem[2:] for p in (ROOT / "course_lib" / "exercises").glob("nb[0-9][0-9].py"))
 MODULES = {n: importlib.import_module(f"course_lib.exercises.nb{n}") for n in NUMBERS}
 ALL = [(n, ex) for n, m in MODULES.items() for ex in m.EXERCISES]
 
@@ -65,7 +65,7 @@ def _value_arguments(number: str, ex: Exercise) -> tuple[tuple, tuple]:
         return (ex.solution(p_model, p_oracle),), (p_model, p_oracle)
     if ex.name == "gradient_signs":
         p = np.array([0.2, 0.7, 0.55, 0.49])
-        return (ex.solution(p),), (nb09.autograd_ipo_grad_h(np.zeros(4), p, 0.1),)
+        return (ex.solution(p),), (nb10.autograd_ipo_grad_h(np.zeros(4), p, 0.1),)
     if ex.name == "gpu_kv_bytes":
         return (ex.solution(),), (_recorded_kv_bytes(),)
     answers = ex.solution()
@@ -226,9 +226,9 @@ def test_a_failing_check_shows_the_inputs_not_the_expected_output():
 
 
 def test_a_wrong_scalar_does_not_leak_the_expected_value_through_a_difference():
-    result = nb08.check_ece(lambda p, o, n_bins=10: 0.0)
-    args, kwargs = nb08.case("ece", 0)
-    expected = nb08.ece(*args, **kwargs)
+    result = nb09.check_ece(lambda p, o, n_bins=10: 0.0)
+    args, kwargs = nb09.case("ece", 0)
+    expected = nb09.ece(*args, **kwargs)
     text = str(result)
     assert not result and "p_model = np.array(" in text and "outcome = np.array(" in text
     for digits in (3, 4, 6):
@@ -424,13 +424,13 @@ def test_nb06_hints_use_the_notebooks_notation():
 
 def test_nb09_the_sign_check_says_how_many_not_which():
     p = np.array([0.2, 0.7, 0.55, 0.49])
-    grad = nb09.autograd_ipo_grad_h(np.zeros(4), p, 0.1)
-    assert nb09.check_gradient_signs(np.sign(0.5 - p), grad)
-    wrong = nb09.check_gradient_signs(np.ones(4), grad)
+    grad = nb10.autograd_ipo_grad_h(np.zeros(4), p, 0.1)
+    assert nb10.check_gradient_signs(np.sign(0.5 - p), grad)
+    wrong = nb10.check_gradient_signs(np.ones(4), grad)
     text = str(wrong)
     assert not wrong and "2 of 4 signs are wrong" in text
     assert "autograd" not in text and "[0, 3]" not in text and "[" not in text.split("\n")[1]
-    assert "give one sign per pair" in str(nb09.check_gradient_signs([1, -1], grad))
+    assert "give one sign per pair" in str(nb10.check_gradient_signs([1, -1], grad))
 
 
 def test_nb09_the_committed_notebook_does_not_print_the_gradient_before_the_exercise():
@@ -446,19 +446,19 @@ def test_nb09_the_committed_notebook_does_not_print_the_gradient_before_the_exer
 
 def test_nb10_gpu_kv_bytes_is_checked_against_the_recorded_run():
     recorded = _recorded_kv_bytes()
-    assert nb10.gpu_kv_bytes() == recorded == 353_894_400
-    assert not nb10.check_gpu_kv_bytes(recorded // 2, recorded)  # one cache only
-    assert str(recorded) not in str(nb10.check_gpu_kv_bytes(recorded // 2, recorded))
+    assert nb11.gpu_kv_bytes() == recorded == 353_894_400
+    assert not nb11.check_gpu_kv_bytes(recorded // 2, recorded)  # one cache only
+    assert str(recorded) not in str(nb11.check_gpu_kv_bytes(recorded // 2, recorded))
     notebook = "\n".join("".join(c["source"]) for c in _notebook("10")["cells"])
     assert "kv_caches = " not in notebook  # the exercise cell no longer prints the answer
 
 
 def test_nb11_properties_are_checked():
     def not_antisymmetric(P, lengths, lam):
-        out = nb11.length_penalised_preference(P, lengths, lam)
+        out = nb12.length_penalised_preference(P, lengths, lam)
         return out if lam == 0 else np.triu(out) + np.tril(out.T, -1)
 
-    assert not nb11.check_length_penalised_preference(not_antisymmetric)
+    assert not nb12.check_length_penalised_preference(not_antisymmetric)
 
 
 def test_tensors_and_large_inputs_are_shown_compactly():

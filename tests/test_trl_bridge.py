@@ -244,19 +244,19 @@ def test_sampler_distribution_is_what_the_decode_loop_draws(policy, completions,
 
 # --- the notebook's exercise checkers ---------------------------------------------------------
 def test_nb11_checkers_accept_the_references_and_reject_wrong_answers():
-    from course_lib.exercises import nb11
+    from course_lib.exercises import nb12
 
-    assert nb11.check_circular_preference(nb11.circular_preference)
-    assert not nb11.check_circular_preference(lambda n, s: nb11.circular_preference(n, s).T)
-    assert nb11.check_ipo_md_schedule(nb11.ipo_md_schedule)
+    assert nb12.check_circular_preference(nb12.circular_preference)
+    assert not nb12.check_circular_preference(lambda n, s: nb12.circular_preference(n, s).T)
+    assert nb12.check_ipo_md_schedule(nb12.ipo_md_schedule)
     # restarting from pi_ref with too few iterations does not reach the stationary points
-    assert not nb11.check_ipo_md_schedule(
-        lambda P, r, t, b: nb11.ipo_md_schedule(P, r, t, b, iters=5)
+    assert not nb12.check_ipo_md_schedule(
+        lambda P, r, t, b: nb12.ipo_md_schedule(P, r, t, b, iters=5)
     )
-    assert nb11.check_length_penalised_preference(nb11.length_penalised_preference)
-    assert not nb11.check_length_penalised_preference(
-        lambda P, L, lam: nb11.length_penalised_preference(P, L, -lam)
+    assert nb12.check_length_penalised_preference(nb12.length_penalised_preference)
+    assert not nb12.check_length_penalised_preference(
+        lambda P, L, lam: nb12.length_penalised_preference(P, L, -lam)
     )
     # the length penalty keeps a preference antisymmetric, and a cycle stays a valid P
-    P = nb11.length_penalised_preference(CYCLE, [10, 20, 40], 0.05)
+    P = nb12.length_penalised_preference(CYCLE, [10, 20, 40], 0.05)
     np.testing.assert_allclose(P + P.T, 1.0, atol=1e-12)

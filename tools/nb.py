@@ -21,6 +21,8 @@ from pathlib import Path
 
 import nbformat
 
+from course_lib.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "to-py":
-        Path(args.dst).write_text(to_percent(nbformat.read(args.src, as_version=4)))
+        atomic_write_text(args.dst, to_percent(nbformat.read(args.src, as_version=4)))
         return 0
     jobs = []
     if args.cmd == "build":
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
             print(f"{dst}: executed in {seconds:.1f} s (profile {args.profile})")
         scrub(nb)
         nbformat.validate(nb)
-        nbformat.write(nb, dst)
+        atomic_write_text(dst, nbformat.writes(nb) + "\n")
     return 0
 
 

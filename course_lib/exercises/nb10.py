@@ -1,155 +1,120 @@
-"""Notebook 10 (the memory of a 4-bit policy, and the mixture's log-probs): reference solutions,
-cases, hints and answers of its exercises.
+"""Notebook 10 (one step of online preference optimisation, by hand): reference solutions, cases,
+hints and answers of its exercises.
 
-1. the bytes of a KV cache, from the model's config (:func:`course_lib.resources.kv_cache_bytes`);
-2. the bytes bitsandbytes holds for one NF4 layer (Dettmers et al. 2023, QLoRA, Sec. 3);
-3. the log-prob of a token under the token-level geometric mixture pi^(1-beta) pi_ref^beta
-   (Calandriello et al. 2024, Sec. 5; :func:`course_lib.sampling.mixture_logprobs`).
-
+The checks compare with the library (``course_lib.losses.ipo_loss``, through autograd where the
+exercise is a derivative), so an answer that passes is one the trainer agrees with.
 ``check_<name>(...)`` checks an answer, ``hint(name)`` gives the next hint tier,
 ``solution(name, reveal=True)`` the reference solution, ``case(name, i)`` a case's inputs.
 """
 
 from __future__ import annotations
 
-import math
-from types import SimpleNamespace
-
+import numpy as np
 import torch
 
-from course_lib.exercises import Exercise, ExerciseSet, as_number
-from course_lib.sampling import mixture_logprobs
-
-#: bitsandbytes' NF4 lookup table has 16 entries (4 bits), stored per layer in fp32.
-NF4_CODE_ENTRIES = 16
+from course_lib import losses
+from course_lib.exercises import Exercise, ExerciseSet
 
 
 # ---- reference solutions ---------------------------------------------------------------------
-def kv_cache_bytes(config, n_sequences, n_tokens, bytes_per_number):
-    """One KV cache: 2 (K and V) x layers x kv-heads x head-dim x tokens x sequences x bytes.
-    Grouped-query attention (Ainslie et al. 2023) caches ``num_key_value_heads`` heads, not the
-    query heads; ``head_dim`` defaults to ``hidden_size // num_attention_heads``."""
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim
-    return per_token * n_tokens * n_sequences * bytes_per_number
+def ipo_loss_from_logprobs(logp_y, ref_logp_y, logp_y2, ref_logp_y2, p, tau):
+    """h = [log pi(y) - log pi_ref(y)] - [log pi(y') - log pi_ref(y')], then the per-pair
+    soft-label IPO loss p (h - a)^2 + (1 - p) (h + a)^2 with a = 1/(2 tau) (paper eq. 10)."""
+    h = (logp_y - ref_logp_y) - (logp_y2 - ref_logp_y2)
+    a = 1 / (2 * tau)
+    return p * (h - a) ** 2 + (1 - p) * (h + a) ** 2
 
 
-def gpu_kv_bytes():
-    """The recorded GPU run: 32 sequences (16 prompts x 2 completions) of 176 + 64 tokens, two
-    caches (pi and pi_ref), bfloat16 (2 bytes), on SmolLM2-135M's config."""
-    return 2 * kv_cache_bytes(smollm2_config(), 32, 176 + 64, 2)
+def ipo_grad_h(h, p, tau):
+    """d/dh [p (h - a)^2 + (1 - p)(h + a)^2] = 2h - 2a(2p - 1) = 2h - (2p - 1)/tau."""
+    return 2 * h - (2 * p - 1) / tau
 
 
-def nf4_layer_bytes(out_features, in_features, blocksize=64):
-    """Packed 4-bit codes (two per byte, rounded up), one fp32 scale per block of ``blocksize``
-    weights (a partial block has one too), and the 16-entry fp32 lookup table."""
-    n = out_features * in_features
-    codes = (n + 1) // 2
-    scales = -(-n // blocksize) * 4
-    return codes + scales + 16 * 4
+def gradient_signs(p):
+    """At step 0 pi = pi_ref, so h = 0 and dL/dh = -(2p - 1)/tau: its sign is that of 1/2 - p."""
+    return np.sign(0.5 - np.asarray(p, dtype=float))
 
 
-def mixture_logprob(z_pi, z_ref, beta, token):
-    """log of softmax((1 - beta) z_pi + beta z_ref) at ``token``, one value per row."""
-    z = (1 - beta) * torch.as_tensor(z_pi).double() + beta * torch.as_tensor(z_ref).double()
-    logp = z - torch.logsumexp(z, dim=-1, keepdim=True)
-    return logp.gather(-1, torch.as_tensor(token, dtype=torch.long).unsqueeze(-1)).squeeze(-1)
+def ipo_h_target(p, tau, label="soft"):
+    """The IPO loss with label l is smallest at h = (l - 1/2)/tau; the thresholded label is
+    1 if p > 1/2, 0 if p < 1/2 and 1/2 at a tie."""
+    p = np.asarray(p, dtype=float)
+    if label == "threshold":
+        p = (p > 0.5) + 0.5 * (p == 0.5)
+    return (p - 0.5) / tau
 
 
-# ---- what the checks compare with ------------------------------------------------------------
-def smollm2_config():
-    """SmolLM2-135M's attention sizes: 30 layers, 9 query heads, 3 key/value heads of 64."""
-    return SimpleNamespace(
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        head_dim=64,
-        hidden_size=576,
+# ---- what the checks compare with: the library ------------------------------------------------
+def library_ipo_loss_from_logprobs(logp_y, ref_logp_y, logp_y2, ref_logp_y2, p, tau):
+    """The same loss through :func:`course_lib.losses.ipo_loss`."""
+    h = (torch.as_tensor(logp_y) - torch.as_tensor(ref_logp_y)) - (
+        torch.as_tensor(logp_y2) - torch.as_tensor(ref_logp_y2)
     )
+    return losses.ipo_loss(h, p, tau)
 
 
-def library_kv_cache_bytes(config, n_sequences: int, n_tokens: int, bytes_per_number: int):
-    """The same count, written as :func:`course_lib.resources.kv_cache_bytes` does it."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return (
-        2
-        * config.num_hidden_layers
-        * kv_heads
-        * head_dim
-        * n_tokens
-        * n_sequences
-        * (bytes_per_number)
-    )
+def autograd_ipo_grad_h(h, p, tau):
+    """d/dh of the per-pair IPO loss, by autograd through :func:`course_lib.losses.ipo_loss`."""
+    h = torch.as_tensor(h, dtype=torch.float64).clone().requires_grad_(True)
+    losses.ipo_loss(h, torch.as_tensor(p, dtype=torch.float64), tau).sum().backward()
+    return h.grad
 
 
-def _configs():
-    return [
-        smollm2_config(),
-        # multi-head attention: no num_key_value_heads, head_dim from hidden / heads
-        SimpleNamespace(num_hidden_layers=12, num_attention_heads=12, hidden_size=768),
-        # head_dim given and not hidden / heads (as in Gemma-7B: 3072 / 16 = 192, not 256)
-        SimpleNamespace(
-            num_hidden_layers=28,
-            num_attention_heads=16,
-            num_key_value_heads=16,
-            head_dim=256,
-            hidden_size=3072,
-        ),
-    ]
+def _threshold(p):
+    """TRL's online trainers' label (``OnlineTrainer`` with ``label="threshold"``)."""
+    p = np.asarray(p, dtype=float)
+    return np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
 
 
-def _kv_cases():
+def library_ipo_h_target(p, tau, label="soft"):
+    """argmin_h of the IPO loss for the label the trainer uses: ``(l - 1/2)/tau`` with ``l = p``
+    (``label="soft"``) or ``l = 1[p > 1/2]`` (1/2 at a tie; ``label="threshold"``)."""
+    if label not in ("soft", "threshold"):
+        raise ValueError(f"label={label!r} is invalid: 'soft' or 'threshold'")
+    p = np.asarray(p, dtype=float)
+    lab = p if label == "soft" else _threshold(p)
+    return (lab - 0.5) / tau
+
+
+# ---- cases and checks ------------------------------------------------------------------------
+def _logprob_cases():
+    gen = torch.Generator().manual_seed(9)
     cases = []
-    for config in _configs():
-        for n_seq, n_tok, width in ((1, 1, 4), (32, 240, 2), (4, 185, 4)):
-            cases.append(((config, n_seq, n_tok, width), {}))
+    for n, tau in ((1, 1.0), (5, 0.1), (16, 0.03)):
+        lp = [-30 * torch.rand(n, generator=gen, dtype=torch.float64) for _ in range(4)]
+        p = torch.rand(n, generator=gen, dtype=torch.float64)
+        cases.append(((*lp, p, tau), {}))
+    # pi = pi_ref: h = 0 and the loss is 1/(4 tau^2) whatever p
+    same = -torch.arange(1.0, 5.0, dtype=torch.float64)
+    cases.append(((same, same, same - 1, same - 1, torch.tensor([0.0, 0.3, 0.5, 1.0]), 0.5), {}))
     return cases
 
 
-def library_nf4_layer_bytes(out_features: int, in_features: int, blocksize: int = 64) -> int:
-    """Bytes bitsandbytes holds for one NF4 ``Linear4bit`` weight without double quantisation:
-    the ``out x in`` weights are cut into blocks of ``blocksize``; each weight is a 4-bit code
-    (two per byte), each block has one fp32 scale (its absolute maximum), and the layer keeps the
-    16-entry NF4 lookup table in fp32 (bitsandbytes' ``QuantState``). Double quantisation would
-    store the scales in 8 bits instead."""
-    n = out_features * in_features
-    return math.ceil(n / 2) + 4 * math.ceil(n / blocksize) + 4 * NF4_CODE_ENTRIES
-
-
-def library_mixture_logprob(z_pi, z_ref, beta: float, token):
-    """log pi~^beta(token) through :func:`course_lib.sampling.mixture_logprobs`, the sampler's."""
-    z_pi, z_ref = torch.as_tensor(z_pi), torch.as_tensor(z_ref)
-    token = torch.as_tensor(token, dtype=torch.long)
-    logp = mixture_logprobs(z_pi.double(), z_ref.double(), beta)
-    return logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
-
-
-def _mixture_cases():
-    gen = torch.Generator().manual_seed(10)
-    cases = []
-    for beta, scale in ((0.0, 1.0), (0.125, 3.0), (0.5, 1.0), (1.0, 2.0)):
-        z_pi = scale * torch.randn(4, 11, generator=gen, dtype=torch.float64)
-        z_ref = scale * torch.randn(4, 11, generator=gen, dtype=torch.float64)
-        token = torch.randint(0, 11, (4,), generator=gen)
-        cases.append(((z_pi, z_ref, beta, token), {}))
-    # logits shifted by different constants per model: the mixture must not care
-    z = torch.randn(2, 7, generator=gen, dtype=torch.float64)
-    cases.append(((z + 5.0, z - 40.0, 0.3, torch.tensor([1, 6])), {}))
+def _gradient_cases():
+    rng = np.random.default_rng(90)
+    cases = [((np.zeros(4), np.array([0.0, 0.25, 0.5, 0.9]), 0.1), {})]
+    for n, tau in ((3, 1.0), (10, 0.03), (10, 5.0)):
+        cases.append(((rng.normal(scale=3, size=n), rng.uniform(size=n), tau), {}))
     return cases
 
 
-def _verify_gpu_kv_bytes(value, recorded) -> list[str]:
-    got, problems = as_number(value, "gpu_kv_bytes")
-    if problems:
-        return problems
-    if got != float(recorded):
-        return [
-            "gpu_kv_bytes does not match the recorded run's estimate: count both caches (pi "
-            "and pi_ref), every sequence and every token of one step, in the run's dtype"
-        ]
+def _target_cases():
+    rng = np.random.default_rng(93)
+    cases = []
+    for label in ("soft", "threshold"):
+        cases.append(((np.array([0.0, 0.49, 0.5, 0.51, 1.0]), 0.1, label), {}))
+        cases.append(((rng.uniform(size=12), 1.0, label), {}))
+    return cases
+
+
+def _verify_signs(predicted_signs, h_grad) -> list[str]:
+    got = np.sign(np.asarray(predicted_signs, dtype=float)).ravel()
+    true = np.sign(np.asarray(torch.as_tensor(h_grad).detach().cpu(), dtype=float)).ravel()
+    if got.shape != true.shape:
+        return [f"{got.size} signs for {true.size} pairs: give one sign per pair"]
+    wrong = int((got != true).sum())
+    if wrong:  # how many, not which: the answer stays yours to find
+        return [f"{wrong} of {true.size} signs are wrong"]
     return []
 
 
@@ -157,94 +122,82 @@ EXERCISES = ExerciseSet(
     "nb10",
     [
         Exercise(
-            "kv_cache_bytes",
+            "ipo_loss_from_logprobs",
             1,
-            kv_cache_bytes,
-            cases=_kv_cases,
-            expected=library_kv_cache_bytes,
-            title="the bytes of a KV cache",
-            atol=0.5,
-            rtol=0.0,
+            ipo_loss_from_logprobs,
+            cases=_logprob_cases,
+            expected=library_ipo_loss_from_logprobs,
+            title="h and the soft-label IPO loss",
+            atol=1e-9,
             hints=(
-                "a cache keeps, for every layer, token and sequence, a key vector AND a value "
-                "vector per key/value head; count numbers, then multiply by the bytes of one.",
-                "2 x num_hidden_layers x kv_heads x head_dim x n_tokens x n_sequences x bytes, "
-                "with kv_heads = num_key_value_heads when the config has it (grouped-query "
-                "attention), else num_attention_heads, and head_dim = hidden_size // "
-                "num_attention_heads when the config has none.",
+                "first h, the difference of the two log-ratios (y first, then y'); then the "
+                "soft-label IPO loss of section 2.5, one value per pair (no mean).",
+                "h is the log-ratio log pi/pi_ref of y minus that of y'; the loss of section 2.5 "
+                "is p (h - a)^2 + (1 - p)(h + a)^2 with a = 1/(2 tau), elementwise.",
             ),
         ),
         Exercise(
-            "gpu_kv_bytes",
-            1,
-            gpu_kv_bytes,
-            title="the KV caches of one step of the recorded GPU run",
-            verify=_verify_gpu_kv_bytes,
-            answers=("gpu_kv_bytes",),
-            hints=(
-                "the cell prints the recorded run's sizes: how many sequences, how many tokens "
-                "each, how many caches and which dtype. Use your function on SmolLM2's config.",
-                "two caches x kv_cache_bytes_by_hand(model.config, sequences, prompt + new "
-                "tokens, bytes of bfloat16).",
-            ),
-        ),
-        Exercise(
-            "nf4_layer_bytes",
+            "ipo_grad_h",
             2,
-            nf4_layer_bytes,
-            cases=lambda: [
-                ((576, 576, 64), {}),  # SmolLM2's q_proj
-                ((192, 576, 64), {}),  # k_proj, v_proj (3 key/value heads of 64)
-                ((1536, 576, 64), {}),  # gate_proj, up_proj
-                ((576, 1536, 64), {}),  # down_proj
-                ((4096, 4096, 64), {}),
-                ((8, 16, 128), {}),  # fewer weights than one block
-                ((3, 5, 64), {}),  # an odd number of weights: the last byte holds one code
-            ],
-            expected=library_nf4_layer_bytes,
-            title="the bytes of one NF4 layer",
-            atol=0.5,
-            rtol=0.0,
+            ipo_grad_h,
+            cases=_gradient_cases,
+            expected=autograd_ipo_grad_h,
+            title="the gradient of the IPO loss with respect to h",
+            atol=1e-8,
             hints=(
-                "three parts: the codes (4 bits a weight), the scales (one per block of "
-                "`blocksize` weights) and the lookup table of the 16 code values.",
-                "ceil(n / 2) bytes of codes + 4 x ceil(n / blocksize) bytes of fp32 scales "
-                "+ 16 x 4 bytes of table, n = out_features x in_features.",
-            ),
-            answer=(
-                "Only the linear layers are in NF4. The embedding (tied to the output head, "
-                "about a fifth of the weights) and the norms stay in full precision, and take "
-                "more memory than all the 4-bit codes together (section 1's table); the scales "
-                "add 4 bytes per 64 weights (NF4 costs 4.5 bits a weight, not 4); and the LoRA "
-                "adapter is in fp32. Hence about 0.36 of the fp32 checkpoint, not 1/8."
+                "differentiate p (h - a)^2 + (1 - p)(h + a)^2, a = 1/(2 tau), term by term; "
+                "the result is linear in h.",
+                "2p (h - a) + 2(1 - p)(h + a): collect the terms in h and in a, and write a in "
+                "terms of tau. It vanishes at the IPO target h = (p - 1/2)/tau.",
             ),
         ),
         Exercise(
-            "mixture_logprob",
-            3,
-            mixture_logprob,
-            cases=_mixture_cases,
-            expected=library_mixture_logprob,
-            title="the log-prob of a token under the geometric mixture",
-            atol=1e-5,
-            rtol=1e-5,
+            "gradient_signs",
+            2,
+            gradient_signs,
+            title="the signs of dL/dh at the first step",
+            verify=_verify_signs,
+            answers=("predicted_signs",),
             hints=(
-                "the token-level geometric mixture is a softmax of a combination of the two "
-                "models' logits; its log-prob at a token is a log-softmax read at that token.",
-                "z = (1 - beta) z_pi + beta z_ref; log-softmax over the vocabulary "
-                "(z - logsumexp(z)), then gather the token's entry in each row.",
+                "at the first step pi = pi_ref: what is h then, for every pair?",
+                "with h = 0, your ipo_grad_h leaves -(2p - 1)/tau: its sign depends only on "
+                "whether p is above or below 1/2.",
             ),
             answer=(
-                "(1 - beta) log pi + beta log pi_ref is the mixture's log-prob only up to the "
-                "normaliser log sum_v pi(v)^(1-beta) pi_ref(v)^beta, which is not 0 and depends "
-                "on the context; it must be subtracted. At beta = 1 the mixture is pi_ref, the "
-                "model with its adapter switched off: it does not depend on the adapter at all."
+                "At step 0, h = 0 and dL/dh = -(2p - 1)/tau: negative where p > 1/2, positive "
+                "where p < 1/2. A gradient-descent step raises h where dL/dh < 0, i.e. it makes "
+                "y more likely than y' (relative to pi_ref) exactly when the judge prefers y."
+            ),
+        ),
+        Exercise(
+            "ipo_h_target",
+            3,
+            ipo_h_target,
+            cases=_target_cases,
+            expected=library_ipo_h_target,
+            title="the IPO target of h for soft and thresholded labels",
+            atol=1e-9,
+            hints=(
+                "the IPO loss with label l is a regression of h onto a target that depends on "
+                "l; only the label changes between 'soft' (l = p) and 'threshold'.",
+                "the target is (l - 1/2)/tau; the thresholded label is 1 if p > 1/2, 0 if "
+                "p < 1/2 and 1/2 at a tie.",
+            ),
+            answer=(
+                "Soft: h* = (p - 1/2)/tau; thresholded: +-1/(2 tau) (0 at a tie). The pairs whose "
+                "p is near 1/2, most of section 2's (p around 0.53), get thresholded targets far "
+                "from their soft ones. With p = 0.51 and tau = 0.1 the soft target is 0.1 and "
+                "the thresholded one 5: a near tie becomes a certain preference, pushed fifty "
+                "times harder. The policy then solves the game of the thresholded preference "
+                "1[P > 1/2] (the majority relation, notebook 12 section 1.a), not of P. With "
+                "label='threshold' in section 3 the targets are +-5 instead of a few tenths, so "
+                "expect the trainer's h to move further from 0 (read h_mean in its history)."
             ),
         ),
     ],
 )
 hint, solution, case = EXERCISES.hint, EXERCISES.solution, EXERCISES.case
-check_kv_cache_bytes = EXERCISES.checker("kv_cache_bytes")
-check_gpu_kv_bytes = EXERCISES.checker("gpu_kv_bytes")
-check_nf4_layer_bytes = EXERCISES.checker("nf4_layer_bytes")
-check_mixture_logprob = EXERCISES.checker("mixture_logprob")
+check_ipo_loss = EXERCISES.checker("ipo_loss_from_logprobs")
+check_ipo_gradient = EXERCISES.checker("ipo_grad_h")
+check_gradient_signs = EXERCISES.checker("gradient_signs")
+check_ipo_h_target = EXERCISES.checker("ipo_h_target")

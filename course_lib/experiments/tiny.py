@@ -204,11 +204,11 @@ class Experiment:
             result = self.evaluate(mode, selected, trained, ref_model)
             result["curves"] = curves
             summary["modes"][mode] = result
-            self._figures(mode, result)
+            write_figures(self.out_dir, self.methods, mode, result)
             del trained
         atomic_write_json(self.out_dir / "summary.json", summary)
-        self._write_sweep()
-        self._write_csv(summary)
+        write_sweep(self.out_dir, self.runs)
+        write_winrates(self.out_dir, summary)
         return summary
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -243,81 +243,83 @@ class Experiment:
             )
         return {"selected": dict(selected), **result, "test_prompts": len(prompts)}
 
-    def _write_sweep(self) -> None:
-        if not self.runs:
-            return
-        with atomic_open(self.out_dir / "sweep.csv", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(asdict(self.runs[0])))
-            writer.writeheader()
-            for r in self.runs:
-                writer.writerow(asdict(r))
 
-    def _write_csv(self, summary: dict) -> None:
-        """winrates.csv: one row per (mode, judge, row method, column method)."""
-        with atomic_open(self.out_dir / "winrates.csv", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["mode", "judge", "row", "column", "win_rate", "std_runs"])
-            for mode, res in summary["modes"].items():
-                for judge, mat in res["matrices"].items():
-                    for i, a in enumerate(mat["names"]):
-                        for j, b in enumerate(mat["names"]):
-                            writer.writerow(
-                                [
-                                    mode,
-                                    judge,
-                                    a,
-                                    b,
-                                    f"{mat['mean'][i][j]:.4f}",
-                                    f"{mat['std_runs'][i][j]:.4f}",
-                                ]
-                            )
-                    for m, wr in res["vs_reference"][judge].items():
+def write_sweep(out_dir: Path, runs: list[RunResult]) -> None:
+    """sweep.csv: one row per (method, tau, beta) trained in the sweep."""
+    if not runs:
+        return
+    with atomic_open(out_dir / "sweep.csv", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(runs[0])))
+        writer.writeheader()
+        for r in runs:
+            writer.writerow(asdict(r))
+
+
+def write_winrates(out_dir: Path, summary: dict) -> None:
+    """winrates.csv: one row per (mode, judge, row method, column method)."""
+    with atomic_open(out_dir / "winrates.csv", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["mode", "judge", "row", "column", "win_rate", "std_runs"])
+        for mode, res in summary["modes"].items():
+            for judge, mat in res["matrices"].items():
+                for i, a in enumerate(mat["names"]):
+                    for j, b in enumerate(mat["names"]):
                         writer.writerow(
                             [
                                 mode,
                                 judge,
-                                m,
-                                "reference",
-                                f"{wr['mean']:.4f}",
-                                f"{wr['std_runs']:.4f}",
+                                a,
+                                b,
+                                f"{mat['mean'][i][j]:.4f}",
+                                f"{mat['std_runs'][i][j]:.4f}",
                             ]
                         )
+                for m, wr in res["vs_reference"][judge].items():
+                    writer.writerow(
+                        [
+                            mode,
+                            judge,
+                            m,
+                            "reference",
+                            f"{wr['mean']:.4f}",
+                            f"{wr['std_runs']:.4f}",
+                        ]
+                    )
 
-    def _figures(self, mode: str, result: dict) -> None:
-        import matplotlib
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+def write_figures(out_dir: Path, methods, mode: str, result: dict) -> None:
+    import matplotlib
 
-        judges = list(result["vs_reference"])
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        width = 0.8 / len(judges)
-        for k, judge in enumerate(judges):
-            vs = result["vs_reference"][judge]
-            xs = np.arange(len(vs)) + k * width
-            means = [v["mean"] for v in vs.values()]
-            err = [
-                [v["mean"] - v["low"] for v in vs.values()],
-                [v["high"] - v["mean"] for v in vs.values()],
-            ]
-            axes[0].bar(xs, means, width, yerr=err, capsize=3, label=f"judged by the {judge}")
-        axes[0].axhline(0.5, color="grey", lw=1, ls="--")
-        axes[0].set_xticks(
-            np.arange(len(self.methods)) + 0.4 - width / 2, [label(m) for m in self.methods]
-        )
-        axes[0].set_ylabel("win rate against the reference policy")
-        axes[0].set_title(f"test prompts, {mode} oracle mode (95% CI over seeds)")
-        axes[0].legend()
-        for method, hist in result["curves"].items():
-            pts = [(h["step"], h["win_vs_ref"]) for h in hist if "win_vs_ref" in h]
-            if pts:
-                axes[1].plot(*zip(*pts, strict=True), marker="o", label=label(method))
-        axes[1].axhline(0.5, color="grey", lw=1, ls="--")
-        axes[1].set_xlabel("training step")
-        axes[1].set_ylabel("training judge: P(pi > pi_ref)")
-        axes[1].set_title("during training (seed 0, a few prompts per point)")
-        axes[1].legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_open(self.out_dir / f"winrates_{mode}.png", "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
-        plt.close(fig)
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    judges = list(result["vs_reference"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / len(judges)
+    for k, judge in enumerate(judges):
+        vs = result["vs_reference"][judge]
+        xs = np.arange(len(vs)) + k * width
+        means = [v["mean"] for v in vs.values()]
+        err = [
+            [v["mean"] - v["low"] for v in vs.values()],
+            [v["high"] - v["mean"] for v in vs.values()],
+        ]
+        axes[0].bar(xs, means, width, yerr=err, capsize=3, label=f"judged by the {judge}")
+    axes[0].axhline(0.5, color="grey", lw=1, ls="--")
+    axes[0].set_xticks(np.arange(len(methods)) + 0.4 - width / 2, [label(m) for m in methods])
+    axes[0].set_ylabel("win rate against the reference policy")
+    axes[0].set_title(f"test prompts, {mode} oracle mode (95% CI over seeds)")
+    axes[0].legend()
+    for method, hist in result["curves"].items():
+        pts = [(h["step"], h["win_vs_ref"]) for h in hist if "win_vs_ref" in h]
+        if pts:
+            axes[1].plot(*zip(*pts, strict=True), marker="o", label=label(method))
+    axes[1].axhline(0.5, color="grey", lw=1, ls="--")
+    axes[1].set_xlabel("training step")
+    axes[1].set_ylabel("training judge: P(pi > pi_ref)")
+    axes[1].set_title("during training (seed 0, a few prompts per point)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(out_dir / f"winrates_{mode}.png", "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+    plt.close(fig)

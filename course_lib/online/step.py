@@ -12,7 +12,7 @@ Every step (Calandriello et al. 2024, §4-5; NLHF Appendix F), for a batch of pr
    :func:`course_lib.logprobs.pair_logratios`, the one place h is computed) and the loss of
    :mod:`course_lib.losses`; Nash-MD-PG's policy gradient takes log pi(y) instead.
 
-:class:`~course_lib.online.trainer.OnlineTrainer` calls these in a loop; notebook 09 calls them
+:class:`~course_lib.online.trainer.OnlineTrainer` calls these in a loop; notebook 10 calls them
 by hand.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from course_lib import losses
-from course_lib.logprobs import pad_left, pair_logratios, sequence_logprobs
+from course_lib.logprobs import pad_left, pair_logratios, policy_and_reference_logprobs
 from course_lib.online.algorithms import CONTRASTIVE, Algorithm
 from course_lib.sampling import sample, sample_mixture
 
@@ -222,25 +222,16 @@ def pair_loss(
     ``policy`` (unwrapped) gives pi_ref when its adapter is switched off.
     """
     if algorithm.loss == "nash_md_pg":
-        logp = sequence_logprobs(
-            forward if forward is not None else policy,
+        logp, ref_logp = policy_and_reference_logprobs(
+            policy,
             pair.prompt_ids,
             pair.prompt_mask,
             pair.y,
             pair.y_mask,
+            ref_model=ref_model,
             eos_token_id=eos_token_id,
-        )[0]
-        from course_lib.llm.reference import reference
-
-        with torch.no_grad(), reference(policy, ref_model) as ref:
-            ref_logp = sequence_logprobs(
-                ref,
-                pair.prompt_ids,
-                pair.prompt_mask,
-                pair.y,
-                pair.y_mask,
-                eos_token_id=eos_token_id,
-            )[0]
+            forward=forward,
+        )
         loss = losses.nash_md_pg_loss(logp, ref_logp, label, tau).mean()
         return loss, torch.full_like(logp, float("nan")), (logp - ref_logp).detach()
     ratio_y, ratio_y2 = pair_logratios(

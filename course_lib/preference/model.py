@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from course_lib.models import LoraSettings, load_policy, position_ids_from_mask
+from course_lib.llm import LoraSettings, load_policy
+from course_lib.logprobs import position_ids_from_mask
 
 
 def sym_sigmoid(d: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from course_lib.models import tiny_llama
+from course_lib.llm import tiny_llama
 from course_lib.tasks.oracle import Oracle
 from course_lib.tasks.summarisation import Record
 from course_lib.tasks.tokenizer import BOS, EOS, SEP
