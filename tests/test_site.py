@@ -251,3 +251,13 @@ def test_notebook_gets_its_links_box_under_the_title(tmp_path):
     stage.prune()
     assert (tmp_path / "stage" / "notebooks" / "02_x.ipynb").is_file()
     assert "not built here" in build.links_box("02_x", None, "s", None)
+
+
+def test_links_box_is_required_on_a_notebook_page():
+    report = check.Report()
+    box = build.links_box("02_x", "../student/02_x.ipynb", "../source/02_x.ipynb", None)
+    assert check.links_box_problem("n.html", check.parse_page(box), report) == 1
+    unbuilt = build.links_box("02_x", None, "../source/02_x.ipynb", None)
+    assert check.links_box_problem("n.html", check.parse_page(unbuilt), report) == 1
+    assert check.links_box_problem("n.html", check.parse_page(PAGE), report) == 0
+    assert report.problems == ["n.html: no links box (student edition, source) under the title"]

@@ -152,6 +152,7 @@ class _Page(HTMLParser):
         self.texts: list[str] = []
         self.links: list[tuple[str, str]] = []  # (tag, url as written)
         self.ids: set[str] = set()
+        self.classes: set[str] = set()
         self.base: str | None = None
 
     def handle_starttag(self, tag, attrs):
@@ -167,6 +168,7 @@ class _Page(HTMLParser):
         if tag in VOID:
             return
         classes = set((attrs.get("class") or "").split())
+        self.classes |= classes
         skipped = bool(self.stack and self.stack[-1]) or tag in SKIP_TAGS
         self.stack.append(skipped or bool(classes & SKIP_CLASSES))
 
@@ -394,6 +396,7 @@ class Report:
     images: int = 0
     links: int = 0
     fragments: int = 0
+    notebook_boxes: int = 0
     screenshots: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -422,7 +425,7 @@ def check_page(driver, rel: str, base: str, report: Report, links: dict[str, str
         report.fail(rel, f"MathJax {state['mathjax']}")
     if state["math_errors"]:
         report.fail(rel, f"{state['math_errors']} equation(s) MathJax could not typeset")
-    for hit in page_raw_tex(state["html"]):
+    for hit in dict.fromkeys(page_raw_tex(state["html"])):  # each piece of text once
         report.fail(rel, f"raw TeX in the text: {hit!r}")
     for src, width in state["images"]:
         if not width:
@@ -434,15 +437,23 @@ def check_page(driver, rel: str, base: str, report: Report, links: dict[str, str
         if same_origin(url, base):
             links.setdefault(url, rel)
     report.equations += state["equations"]
-    report.images += len(state["images"])
+    report.images += sum(1 for _, width in state["images"] if width)
     if rel.startswith("notebooks/"):
-        page = parse_page(state["html"])
-        kinds = {u for t, u in page.links}
-        if "site-links" not in state["html"] or not any("source" in u for u in kinds):
-            report.fail(rel, "no links box (student edition, source) under the title")
+        report.notebook_boxes += links_box_problem(rel, parse_page(state["html"]), report)
     if rel == "index.html" and "the-course-map" not in parse_page(state["html"]).ids:
         report.fail(rel, "no course map")
     return state
+
+
+def links_box_problem(rel: str, page: _Page, report: Report) -> int:
+    """1 when the notebook page has its links box (the site's build puts it under the title):
+    a link to the source and one to the student edition (or the words saying it was not built);
+    else 0, and the problem is reported."""
+    student = "site-student" in page.classes or any("not built here" in t for t in page.texts)
+    if {"site-links", "site-source"} <= page.classes and student:
+        return 1
+    report.fail(rel, "no links box (student edition, source) under the title")
+    return 0
 
 
 def check_links(links: dict[str, str], site: Path, base: str, report: Report) -> None:
@@ -541,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"site-check: {len(report.pages)} pages opened in chromium, {report.equations} equations "
         f"typeset, {report.images} images loaded, {report.links} same-origin URLs answered "
-        f"(+{report.fragments} links with a #fragment checked); {len(report.problems)} problem(s) "
+        f"(+{report.fragments} links with a #fragment checked), {report.notebook_boxes} notebook "
+        f"pages with their links box; {len(report.problems)} problem(s) "
         f"in {report.seconds:.1f} s"
     )
     for shot in map(Path, report.screenshots):
