@@ -319,6 +319,6 @@ def test_the_command_line(tmp_path, capsys):
     from course_lib.cli import main
 
     assert main(["edition", "student", str(tmp_path / "s"), "--src", str(NOTEBOOKS)]) == 0
-    assert "student edition: 12 files" in capsys.readouterr().out
+    assert "student edition: 13 files" in capsys.readouterr().out
     assert main(["edition", "instructor", str(tmp_path / "s"), "--src", str(NOTEBOOKS)]) == 2
     assert "student-edition" in capsys.readouterr().err
