@@ -68,6 +68,15 @@ def _value_arguments(number: str, ex: Exercise) -> tuple[tuple, tuple]:
         return (ex.solution(p),), (nb10.autograd_ipo_grad_h(np.zeros(4), p, 0.1),)
     if ex.name == "gpu_kv_bytes":
         return (ex.solution(),), (_recorded_kv_bytes(),)
+    if ex.name == "lowest_exploitability":
+        from course_lib.arena.language import Language
+        from course_lib.arena.policy import PolicySpec
+        from course_lib.arena.train import build_arena
+
+        arenas = [build_arena(mode, Language(), PolicySpec(), 0) for mode in ("bt", "nt")]
+        tau, beta = 0.25, 0.25
+        answers = tuple(ex.solution(a, tau, beta) for a in arenas)
+        return answers, (*arenas, tau, beta)
     answers = ex.solution()
     return (answers if len(ex.answers) > 1 else (answers,)), ()
 

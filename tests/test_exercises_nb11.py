@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import models, resources
+from course_lib import llm, resources
 from course_lib.exercises import nb11
 from course_lib.sampling import sample_mixture
 
@@ -59,7 +59,7 @@ def test_kv_cache_reference_is_the_library_and_a_real_cache():
                 resources.kv_cache_bytes(config, 5, 17, dtype)
             )
     # a real DynamicCache of a grouped-query Llama (6 heads, 2 key/value heads)
-    base = models.tiny_llama(vocab_size=40, hidden=48, layers=2, heads=6, seed=0)
+    base = llm.tiny_llama(vocab_size=40, hidden=48, layers=2, heads=6, seed=0)
     model = LlamaForCausalLM(LlamaConfig(**{**base.config.to_dict(), "num_key_value_heads": 2}))
     cache = new_cache(model)
     batch, length = 3, 9
@@ -86,7 +86,7 @@ def test_nf4_checker():
 def test_nf4_reference_is_what_bitsandbytes_holds(out_features, in_features):
     """Quantise a real layer with bitsandbytes on the CPU and count its tensors."""
     bnb = pytest.importorskip("bitsandbytes")
-    models.check_bitsandbytes("cpu")
+    llm.check_bitsandbytes("cpu")
     layer = bnb.nn.Linear4bit(in_features, out_features, bias=False, quant_type="nf4")
     gen = torch.Generator().manual_seed(0)
     layer.weight = bnb.nn.Params4bit(
@@ -102,7 +102,7 @@ def test_nf4_reference_is_what_bitsandbytes_holds(out_features, in_features):
     expected = nb11.library_nf4_layer_bytes(out_features, in_features, state.blocksize)
     assert held == expected
     # the library's footprint counts the same tensors
-    assert models.memory_footprint_bytes(layer) == expected
+    assert llm.memory_footprint_bytes(layer) == expected
 
 
 # -- exercise 3: the mixture's log-prob ----------------------------------------------------------
@@ -141,8 +141,8 @@ def test_mixture_reference_is_what_the_sampler_draws_with():
     """The first token's log-prob returned by ``sample_mixture`` equals the reference applied to
     pi's and pi_ref's logits at the end of the prompt."""
     torch.manual_seed(0)
-    base = models.tiny_llama(vocab_size=30, hidden=32, layers=1, heads=2, init_std=0.5, seed=0)
-    policy = models.apply_lora(base, models.LoraSettings(r=2, alpha=4.0))
+    base = llm.tiny_llama(vocab_size=30, hidden=32, layers=1, heads=2, init_std=0.5, seed=0)
+    policy = llm.apply_lora(base, llm.LoraSettings(r=2, alpha=4.0))
     with torch.no_grad():  # move B off zero so that pi != pi_ref
         for name, w in policy.named_parameters():
             if "lora_B" in name:
@@ -152,7 +152,7 @@ def test_mixture_reference_is_what_the_sampler_draws_with():
     with torch.no_grad():
         smp = sample_mixture(policy, prompt, beta=beta, max_new_tokens=1, seed=0)
         z_pi = policy(input_ids=prompt).logits[:, -1]
-        with models.reference(policy) as ref:
+        with llm.reference(policy) as ref:
             z_ref = ref(input_ids=prompt).logits[:, -1]
     assert (z_pi - z_ref).abs().max() > 1e-3  # the check below is not trivially pi = pi_ref
     predicted = nb11.library_mixture_logprob(z_pi, z_ref, beta, smp.tokens[:, 0])

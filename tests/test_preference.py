@@ -140,7 +140,7 @@ def test_committed_model_agrees_with_the_oracle(mode):
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory):
     """A random tiny Llama and a word-level tokenizer saved as a local model folder."""
-    from course_lib import models
+    from course_lib import llm
     from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
 
     folder = tmp_path_factory.mktemp("backbone")
@@ -150,7 +150,7 @@ def tiny_backbone(tmp_path_factory):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder)
-    models.tiny_llama(
+    llm.tiny_llama(
         vocab_size=len(tok),
         hidden=64,
         layers=1,

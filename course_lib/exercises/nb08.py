@@ -191,7 +191,8 @@ EXERCISES = ExerciseSet(
                 "first read each policy's next-token distribution at the prefix off its "
                 "sequence distribution (tree.conditionals gives the log of all of them), then "
                 "mix the two geometrically and normalise.",
-                "edge e = node * V + token with V = tree.paths.shape[1] // tree.n_nodes; "
+                "edge e = node * V + token, where V (the tokens a prefix can continue with) is "
+                "the number of edges (columns of tree.paths) over the number of nodes; "
                 "mix(a | u) ∝ pi(a | u)^(1-beta) pi_ref(a | u)^beta. Use powers of "
                 "probabilities, not (1 - beta) * log: at beta = 1 a zero probability gives "
                 "0^0 = 1 but 0 * -inf = nan.",
