@@ -262,6 +262,35 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _evaluate(argv: list[str]) -> int:
+    import argparse
+
+    from course_lib.atomic import check_output_dir
+    from course_lib.experiments import real_trained
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} evaluate", description=real_trained.__doc__.split("\n\n")[0]
+    )
+    add_settings_options(parser, real_trained.EvaluateSettings)
+    parser.add_argument("--out", required=True, help="a new or empty folder, or this command's")
+    args = parser.parse_args(argv)
+    settings = settings_from(args, real_trained.EvaluateSettings)
+    settings.validate()
+    real_trained.read_runs(settings.runs)  # a wrong folder fails before the model loads
+    check_output_dir(args.out, real_trained.COMMAND)
+    from course_lib.config import get_profile
+    from course_lib.notebook import quiet_libraries
+
+    quiet_libraries(get_profile(None))
+    summary = real_trained.evaluate(settings, args.out)
+    for judge, vs in summary["vs_reference"].items():
+        print(f"\nwin rate against pi_ref, judged by the {judge} (95% CI over prompts):")
+        for name, wr in vs.items():
+            print(f"  {name:8s} {wr['mean']:.3f} [{wr['low']:.3f}, {wr['high']:.3f}]")
+    print(f"\nwrote {args.out} in {summary['seconds_total']:.0f} s")
+    return 0
+
+
 def _arena(argv: list[str]) -> int:
     import argparse
     from pathlib import Path
@@ -338,6 +367,7 @@ COMMANDS = {
     "check-env": (_check_env, "the [OK]/[FAIL] table of the environment"),
     "reproduce": (_reproduce, "the summarisation comparison (`reproduce -h`; `--track real`)"),
     "train": (_train, "one online run, resumable (`train -h`)"),
+    "evaluate": (_evaluate, "judge trained real-track adapters against pi_ref (`evaluate -h`)"),
     "arena": (_arena, "the exact arena: training measured against exact destinations"),
     "edition": (_edition, "the student or instructor edition of the notebooks (`edition -h`)"),
     "grade": (_grade, "run submitted notebooks and grade their exercises (`grade -h`)"),

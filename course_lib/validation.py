@@ -60,12 +60,17 @@ def positive(name: str, value, what: str = "") -> float:
     return real(name, value, low=0.0, low_open=True, what=what)
 
 
-def integer(name: str, value, minimum: int = 1, what: str = "") -> int:
-    """An ``int`` (not a bool, not a float) >= ``minimum``."""
+def integer(name: str, value, minimum: int = 1, what: str = "", maximum: int | None = None) -> int:
+    """An ``int`` (not a bool, not a float) >= ``minimum`` (and <= ``maximum`` when given)."""
     if not (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= minimum
+        and (maximum is None or value <= maximum)
     ):
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if maximum is not None:
+            kind = f"an integer in [{minimum}, {maximum}]"
         raise ValueError(
             f"{name}={value!r} is invalid: {what + ', ' if what else ''}must be {kind}"
         )

@@ -9,10 +9,12 @@ CPU at the sizes of the ``smoke`` and ``cpu`` profiles):
    pi_ref is the SFT model and the initial policy);
 2. print the estimated memory of each component (:mod:`course_lib.resources`) and the time from a
    one-step probe, before any training;
-3. train each method from the same initial adapter with the same prompts, seeds and sizes (from
-   the profile), labelled by a judge: the task's oracle (the default: the synthetic posts have a
-   known truth) or a trained real-track preference model (``--judge FOLDER``, from
-   ``python -m course_lib.preference train --backbone embedded``);
+3. train each method from the same initial adapter with the same prompts and sizes (from the
+   profile), each drawing from its own seed (the run's seed plus the method's offset,
+   :func:`~course_lib.online.algorithms.method_seed`; ``--common-seeds`` for one seed), labelled
+   by a judge: the task's oracle (the default: the synthetic posts have a known truth) or a
+   trained real-track preference model (``--judge FOLDER``, from ``python -m
+   course_lib.preference train --backbone embedded``);
 4. sample every trained policy and pi_ref on held-out prompts and report win rates against pi_ref
    and between methods, with 95% confidence intervals over prompts, judged by the oracle and, when
    given, by the preference model; then the measured time and peak memory beside the estimates.
@@ -42,7 +44,7 @@ from course_lib.config import Profile, opt
 from course_lib.evaluation import compare
 from course_lib.judges import OracleJudge, model_judge
 from course_lib.online import ALGORITHMS, OnlineConfig, OnlineTrainer, online_algorithms
-from course_lib.online.algorithms import label
+from course_lib.online.algorithms import label, method_seed
 from course_lib.resources import (
     MemoryEstimate,
     estimate_memory,
@@ -80,6 +82,7 @@ class RealSettings:
     new_tokens: int | None = opt(None, "completion length (default: the profile's)")
     eval_prompts: int | None = opt(None, "held-out prompts (default: the profile's)")
     seed: int = opt(0, "seed of the run; each method adds its own offset")
+    common_seeds: bool = opt(False, "every method draws from the same seed (common random numbers)")
     mode: str = opt("bt", "the oracle's mode: bt (Bradley-Terry) or nt (non-transitive)")
     judge: str = opt("oracle", "'oracle' or the folder of a real-track preference model")
     prompts: str = opt("synthetic", "synthetic, tldr (the hub) or a local FILE.jsonl")
@@ -361,7 +364,7 @@ class RealTrack:
             prompts_per_step=s.prompts_per_step,
             lr=s.lr,
             max_new_tokens=s.new_tokens,
-            seed=s.seed,
+            seed=method_seed(s.seed, method, s.common_seeds),
             monitor_every=s.steps // 4 if s.steps >= 20 else 0,
             progress=self.progress,
         )
@@ -428,7 +431,7 @@ class RealTrack:
             "track": "real",
             "profile": self.profile.name,
             "settings": asdict(s),
-            "device": _device_name(self.policy.device),
+            "device": device_name(self.policy.device),
             "estimate": {"memory": memory.as_dict(), "time": timing},
             "measured": measured,
             "histories": {m: r.history for m, r in runs.items()},
@@ -450,7 +453,7 @@ class RealTrack:
     def _estimate_text(self, memory: MemoryEstimate, timing: dict) -> str:
         s = self.settings
         lines = [
-            f"real track, {self.profile.name} profile, on {_device_name(self.policy.device)}: "
+            f"real track, {self.profile.name} profile, on {device_name(self.policy.device)}: "
             f"{s.model!r}{' in 4-bit NF4' if s.load_in_4bit else ''} with LoRA r={s.lora_r}; "
             f"{', '.join(label(m) for m in s.methods)}; {s.steps} steps x "
             f"{s.prompts_per_step} prompts x 2 completions of up to {s.new_tokens} tokens",
@@ -505,9 +508,9 @@ def _mib(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 2**20:.0f} MiB"
 
 
-def _device_name(device) -> str:
+def device_name(device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     import platform
 
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads)"

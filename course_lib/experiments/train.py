@@ -27,7 +27,7 @@ from pathlib import Path
 from course_lib import validation as check
 from course_lib.atomic import atomic_dir, atomic_write_json, check_output_dir, claim_output_dir
 from course_lib.config import opt
-from course_lib.online.algorithms import online_algorithms
+from course_lib.online.algorithms import method_seed, online_algorithms
 from course_lib.online.config import LABEL_KINDS, LR_SCHEDULES
 
 COMMAND = "python -m course_lib train"
@@ -49,7 +49,8 @@ class TrainSettings:
     steps: int | None = opt(None, "optimiser steps (default: the profile's)")
     prompts_per_step: int | None = opt(None, "prompts per step (default: the profile's)")
     new_tokens: int | None = opt(None, "completion length (default: the profile's)")
-    seed: int = opt(0, "seed of every random draw of the run")
+    seed: int = opt(0, "seed of the run; the algorithm adds its own offset")
+    common_seeds: bool = opt(False, "draw from --seed itself, without the algorithm's offset")
     mode: str = opt("bt", "the oracle's mode: bt or nt")
     judge: str = opt(
         "oracle", "oracle, learned (tiny track), reward (the BT score) or a model folder"
@@ -118,7 +119,7 @@ def build_trainer(settings: TrainSettings, profile, out: Path, progress: bool = 
         lr_schedule=s.lr_schedule,
         max_new_tokens=s.new_tokens
         or (profile.real_new_tokens if real else profile.tiny_new_tokens),
-        seed=s.seed,
+        seed=method_seed(s.seed, s.algorithm, s.common_seeds),
         monitor_every=s.monitor_every,
         checkpoint_every=s.checkpoint_every,
         out_dir=str(out),

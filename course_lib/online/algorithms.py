@@ -43,6 +43,7 @@ class Algorithm:
     lr: float = 5e-4
     tau_scale: float = 1.0
     per_token: bool = False  # h from log-ratios divided by completion length (TRL's IPO)
+    seed_offset: int = 0  # added to a comparison's seed so that methods draw independently
 
     @property
     def online(self) -> bool:
@@ -58,8 +59,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
         Algorithm("online_ipo", "ipo", "pi", "pi", f"{CAL}, eq. 11", "IPO"),
-        Algorithm("ipo_md", "ipo", "mixture", "mixture", f"{CAL}, Sec. 5", "IPO-MD"),
-        Algorithm("online_dpo", "dpo", "pi", "pi", f"{CAL}, Sec. 6", "DPO"),
+        Algorithm(
+            "ipo_md", "ipo", "mixture", "mixture", f"{CAL}, Sec. 5", "IPO-MD", seed_offset=1000
+        ),
+        Algorithm("online_dpo", "dpo", "pi", "pi", f"{CAL}, Sec. 6", "DPO", seed_offset=2000),
         Algorithm(
             "nash_md_pg",
             "nash_md_pg",
@@ -69,8 +72,9 @@ ALGORITHMS: dict[str, Algorithm] = {
             "Nash-MD-PG",
             lr=1.5e-4,
             tau_scale=0.1,
+            seed_offset=3000,
         ),
-        Algorithm("online_slic", "slic", "pi", "pi", f"{CAL}, Sec. 6", "SLiC"),
+        Algorithm("online_slic", "slic", "pi", "pi", f"{CAL}, Sec. 6", "SLiC", seed_offset=4000),
         Algorithm(
             "online_slic_per_token",
             "slic",
@@ -79,6 +83,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             "TRL's length normalisation of h",
             "SLiC (per token)",
             per_token=True,
+            seed_offset=5000,
         ),
         Algorithm("offline_ipo", "ipo", "data", "data", "Azar et al. 2023, eq. 17", "offline IPO"),
         Algorithm("offline_dpo", "dpo", "data", "data", "Rafailov et al. 2023", "offline DPO"),
@@ -93,6 +98,19 @@ PAPER_METHODS = ("online_ipo", "ipo_md", "online_dpo", "nash_md_pg", "online_sli
 
 def online_algorithms() -> list[str]:
     return [name for name, alg in ALGORITHMS.items() if alg.online]
+
+
+def method_seed(seed: int, name: str, common: bool = False) -> int:
+    """The seed one method's run draws from: ``seed + seed_offset`` of the method.
+
+    With one seed for every method (``common=True``, common random numbers) two methods whose
+    policies are still close draw the *same* tokens from the same uniforms: at beta = 0.125 and
+    pi close to pi_ref, IPO-MD's mixture samples equal online IPO's samples token for token, and
+    the two runs cannot be told apart until their draws part (notebook 11 shows it). A
+    comparison of methods wants independent draws, hence a fixed offset per method (online IPO's
+    is 0, so its runs keep their seed).
+    """
+    return seed if common else seed + ALGORITHMS[name].seed_offset
 
 
 def label(name: str) -> str:
