@@ -54,6 +54,25 @@ def test_notebooks_exist_and_are_numbered():
     assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", n) for n in names), names
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_title_carries_the_notebooks_number(path):
+    """A renumbering must reach the headings: '# 11 · ...' opens 11_*.ipynb, and the notebooks
+    named in its 'Before you start' list exist under those numbers."""
+    nb = json.loads(path.read_text())
+    first = "".join(nb["cells"][0]["source"])
+    assert first.startswith(f"# {path.name[:2]} · "), first.splitlines()[0]
+    titles = {
+        p.name[:2]: "".join(json.loads(p.read_text())["cells"][0]["source"]).splitlines()[0]
+        for p in NOTEBOOKS
+    }
+    before = re.search(r"\*\*Before you start\.\*\*(.*?)Maths:", first, re.S)
+    if before:
+        for number, name in re.findall(r"\b(\d\d) \(([^)]*)\)", before.group(1)):
+            assert number in titles, f"{path.name} names notebook {number}"
+            words = re.sub(r"\s+", " ", name).lower().split()
+            assert all(w in titles[number].lower() for w in words), (name, titles[number])
+
+
 def _nb(cells, **meta):
     return {"metadata": {"kernelspec": {"name": "python3"}, **meta}, "cells": cells}
 
