@@ -4,8 +4,12 @@
 # sampled on held-out prompts and judged by the oracle. Resumable: run it again after a kill and
 # every method continues from its last checkpoint; a finished method is not trained again.
 #
-#   bash tools/real_trained.sh                      # the cpu sizes below, into runs/real-trained-cpu
-#   PROFILE=gpu STEPS=100 PROMPTS=16 TOKENS=64 bash tools/real_trained.sh
+#   bash tools/real_trained.sh                 # the committed run: the cpu sizes below
+#   PROFILE=gpu bash tools/real_trained.sh     # the gpu profile's sizes (100 steps x 16 prompts x 64)
+#   STEPS=128 bash tools/real_trained.sh       # any size can be set; a new RUNS folder for new sizes
+#
+# Runs go to runs/real-trained-$PROFILE/<method>/ (checkpoints; not committed). A method whose
+# adapter exists is not trained again; a method killed half-way resumes from its last checkpoint.
 #
 # The evaluation writes results/real-trained-$PROFILE/ (summary.json, samples.jsonl, the adapters
 # as safetensors, each run's run.json and metrics.jsonl).
@@ -13,10 +17,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 PROFILE=${PROFILE:-cpu}
-STEPS=${STEPS:-64}
-PROMPTS=${PROMPTS:-4}
-TOKENS=${TOKENS:-32}
-EVAL=${EVAL:-128}
+if [ "$PROFILE" = cpu ]; then
+    # an hour or so of CPU time per method on 2 cores; the cpu profile's own sizes (4 steps) are
+    # a smoke test of the machinery, too short to learn
+    STEPS=${STEPS:-64}
+    PROMPTS=${PROMPTS:-4}
+    TOKENS=${TOKENS:-32}
+    EVAL=${EVAL:-128}
+fi
+EVAL=${EVAL:-256}  # the gpu profile's held-out prompts
+SIZES=()
+[ -n "${STEPS:-}" ] && SIZES+=(--steps "$STEPS")
+[ -n "${PROMPTS:-}" ] && SIZES+=(--prompts-per-step "$PROMPTS")
+[ -n "${TOKENS:-}" ] && SIZES+=(--new-tokens "$TOKENS")
 TAU=${TAU:-0.1}
 BETA=${BETA:-0.125}
 SEED=${SEED:-0}
@@ -31,8 +44,8 @@ for method in $METHODS; do
     fi
     start=$(date +%s)
     "$PYTHON" -m course_lib train --track real --profile "$PROFILE" --algorithm "$method" \
-        --tau "$TAU" --beta "$BETA" --steps "$STEPS" --prompts-per-step "$PROMPTS" \
-        --new-tokens "$TOKENS" --seed "$SEED" --checkpoint-every 4 --no-progress \
+        --tau "$TAU" --beta "$BETA" "${SIZES[@]}" --seed "$SEED" --checkpoint-every 4 \
+        --no-progress \
         --out "$RUNS/$method" --resume
     echo "$method: this call took $(( $(date +%s) - start )) s"
 done
