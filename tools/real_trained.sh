@@ -23,9 +23,8 @@ if [ "$PROFILE" = cpu ]; then
     STEPS=${STEPS:-64}
     PROMPTS=${PROMPTS:-4}
     TOKENS=${TOKENS:-32}
-    EVAL=${EVAL:-128}
 fi
-EVAL=${EVAL:-256}  # the gpu profile's held-out prompts
+EVAL=${EVAL:-256}  # held-out test prompts: the gpu profile's number, on every profile
 SIZES=()
 [ -n "${STEPS:-}" ] && SIZES+=(--steps "$STEPS")
 [ -n "${PROMPTS:-}" ] && SIZES+=(--prompts-per-step "$PROMPTS")
