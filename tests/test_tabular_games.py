@@ -229,6 +229,65 @@ def test_thousand_actions_in_a_few_seconds():
         assert elapsed < 20.0, elapsed  # a few seconds on one laptop core; CI margin
 
 
+def jacobian(P, m, s, c):
+    """J = I - dT/dx = I - (I - 1 s^T) c P (diag m - m m^T), assembled densely in O(n^2)."""
+    A = c * (P * m[None, :] - np.outer(P @ m, m))  # c P (diag m - m m^T)
+    return np.eye(len(m)) - (A - np.outer(np.ones(len(m)), s @ A))
+
+
+def dense_newton_nash(P, pi_ref, tau, steps=20):
+    """The beta = 0 equilibrium by full Newton steps with the dense Jacobian of
+    F(x) = x - T(x): the solver before issue 16, for reference (fine from pi_ref at tau >= 0.05)."""
+    log_ref = np.log(pi_ref)
+    x = log_ref.copy()
+    for _ in range(steps):
+        m = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+        u = log_ref + P @ m / tau
+        t = u - u.max() - np.log(np.exp(u - u.max()).sum())
+        F = x - t
+        if np.abs(F).max() < 1e-14:  # the rounding floor of F is about 1e-15
+            break
+        x = x + np.linalg.solve(jacobian(P, m, np.exp(t), 1 / tau), -F)
+        x -= x.max() + np.log(np.exp(x - x.max()).sum())
+    return np.exp(x)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.5])
+def test_large_game_agrees_with_the_dense_newton_solve(tau):
+    # 400 responses: above the size where the Newton systems go to conjugate gradients
+    n = 400
+    assert n >= games_module._KRYLOV_MIN_N
+    P = random_preference(n, seed=7)
+    ref = np.random.default_rng(7).dirichlet(np.ones(n))
+    pi, res = regularised_nash(P, ref, tau, return_residual=True)
+    assert res <= 1e-15
+    assert fixed_point_residual(P, ref, tau, 0.0, pi) <= 1e-15
+    np.testing.assert_allclose(pi, dense_newton_nash(P, ref, tau), rtol=1e-10, atol=1e-15)
+    # and the beta point, through its own equation
+    pi_b, res_b = regularised_nash(P, ref, tau, 0.5, return_residual=True)
+    assert res_b <= 1e-15 and fixed_point_residual(P, ref, tau, 0.5, pi_b) <= 1e-15
+
+
+@pytest.mark.parametrize(
+    ("tau", "beta", "route"),
+    [(0.1, 0.0, "cg"), (0.2, 0.5, "cg"), (0.1, 0.3, "dense"), (0.002, 0.0, "cg gives up")],
+)
+def test_structured_newton_step_is_the_dense_newton_step(tau, beta, route):
+    # the step through I - c Pi S Pi (by CG, or by LU when told to or when CG runs out of its
+    # budget) must be J^{-1}(-F) with the full J = I - (I - 1 s^T) c P (diag m - m m^T)
+    n = 300
+    P = random_preference(n, seed=3)
+    ref = np.random.default_rng(3).dirichlet(np.ones(n))
+    game = games_module._Game(P, np.log(ref), tau, beta)
+    game.dense = route == "dense"
+    x = np.log(ref) + np.random.default_rng(4).normal(size=n)
+    F, dx = game.newton_step(x, rtol=1e-14)
+    assert game.dense is (route != "cg")
+    m = game.mix(x)
+    s, c = np.exp(game.target(m)), (1 - beta) / tau
+    np.testing.assert_allclose(dx, np.linalg.solve(jacobian(P, m, s, c), -F), rtol=1e-9, atol=1e-12)
+
+
 def test_regularised_nash_rejects_bad_inputs():
     with pytest.raises(ValueError, match=r"tau=-1(\.0)? is invalid.*> 0"):
         regularised_nash(CYCLIC, UNIFORM3, -1.0)

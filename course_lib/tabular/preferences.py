@@ -117,29 +117,39 @@ def validate_preference_matrix(P, name: str = "P", atol: float = P_ATOL) -> np.n
     arr = np.asarray(P, dtype=float)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square matrix, got shape {arr.shape}")
-    bad = np.argwhere(~np.isfinite(arr))
-    if bad.size:
-        i, j = map(int, bad[0])
-        raise ValueError(f"{name}[{i}, {j}] = {_fmt(arr[i, j])} is not finite")
-    bad = np.argwhere((arr < 0) | (arr > 1))
-    if bad.size:
-        i, j = map(int, bad[0])
+    # min and max catch nan, inf and entries outside [0, 1] in two passes; the searches for the
+    # offending entry allocate n x n index arrays, so they run only when there is one
+    if not 0.0 <= arr.min() <= arr.max() <= 1.0:
+        bad = np.argwhere(~np.isfinite(arr))
+        if bad.size:
+            i, j = map(int, bad[0])
+            raise ValueError(f"{name}[{i}, {j}] = {_fmt(arr[i, j])} is not finite")
+        i, j = map(int, np.argwhere((arr < 0) | (arr > 1))[0])
         raise ValueError(
             f"{name}[{i}, {j}] = {_fmt(arr[i, j])} is not a probability; entries must lie in [0, 1]"
         )
-    dev = np.abs(arr + arr.T - 1.0)
-    if dev.max() > atol:
-        i, j = map(int, np.unravel_index(np.argmax(dev), dev.shape))
-        if i == j:
+    # sym = (P + 1 - P^T) / 2 takes one pass over P^T (the slow, strided one); then
+    # P - sym = (P + P^T - 1) / 2 measures the deviation without a second one
+    sym = arr + 1.0
+    sym -= arr.T
+    sym *= 0.5
+    dev = arr - sym
+    np.abs(dev, out=dev)
+    if 2.0 * dev.max() > atol:  # recomputed exactly, to confirm and to name the entry
+        dev = np.abs(arr + arr.T - 1.0)
+        if dev.max() > atol:
+            i, j = map(int, np.unravel_index(np.argmax(dev), dev.shape))
+            if i == j:
+                raise ValueError(
+                    f"{name}[{i}, {i}] = {_fmt(arr[i, i])}; the diagonal must be 1/2 "
+                    f"(P(y > y) = 1/2 because P + P^T = 1)"
+                )
             raise ValueError(
-                f"{name}[{i}, {i}] = {_fmt(arr[i, i])}; the diagonal must be 1/2 "
-                f"(P(y > y) = 1/2 because P + P^T = 1)"
+                f"{name}[{i}, {j}] + {name}[{j}, {i}] = {_fmt(arr[i, j])} + {_fmt(arr[j, i])} = "
+                f"{_fmt(arr[i, j] + arr[j, i])}; a preference matrix needs P + P^T = 1 "
+                f"(within {atol})"
             )
-        raise ValueError(
-            f"{name}[{i}, {j}] + {name}[{j}, {i}] = {_fmt(arr[i, j])} + {_fmt(arr[j, i])} = "
-            f"{_fmt(arr[i, j] + arr[j, i])}; a preference matrix needs P + P^T = 1 (within {atol})"
-        )
-    return 0.5 * (arr + 1.0 - arr.T)
+    return sym
 
 
 # --------------------------------------------------------------------------------------------
