@@ -102,13 +102,9 @@ def evaluate(settings: EvaluateSettings, out: str | Path, log=print) -> dict:
 
     from course_lib.evaluation import compare
     from course_lib.experiments.real import RealSettings, chat_prompt, device_name
-    from course_lib.judges import OracleJudge, learned_judge
     from course_lib.llm import load_policy
-    from course_lib.llm.adapters import load_adapter, save_adapter
     from course_lib.online.algorithms import label
-    from course_lib.sampling import sample_texts
     from course_lib.tasks import load_split
-    from course_lib.tasks.tiny_policy import load_tiny_policy
 
     settings.validate()
     runs = read_runs(settings.runs)
@@ -118,56 +114,14 @@ def evaluate(settings: EvaluateSettings, out: str | Path, log=print) -> dict:
     lora = lora_of(Path(runs[next(iter(runs))]["folder"]) / "adapter")
     torch.manual_seed(0)  # LoRA's A at random before the files overwrite it
     policy = load_policy(first["model"], load_in_4bit=RealSettings.load_in_4bit, lora=lora)
-    model, tok = policy.model, policy.tokenizer
+    copy_runs(policy.model, runs, out, settings.adapter_dtype)
 
-    # 1. the committed copies: adapters (safetensors) and logs
-    for method, record in runs.items():
-        folder = Path(record["folder"])
-        load_adapter(model, folder / "adapter")
-        save_adapter(model, out / "adapters" / method, settings.adapter_dtype)
-        for name in RUN_FILES:
-            if (folder / name).is_file():
-                dest = out / "runs" / method / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(dest, (folder / name).read_text())
-
-    # 2. one completion per held-out prompt from pi_ref and from each committed adapter
     records = load_split("test")[: settings.eval_prompts]
-    prompts = [chat_prompt(tok, r.post, r.title) for r in records]
-    new_tokens = first["new_tokens"]
-
-    def draw(adapter: bool) -> list[str]:
-        return sample_texts(
-            model,
-            tok,
-            prompts,
-            new_tokens,
-            settings.seed,
-            settings.batch_size,
-            adapter=adapter,
-            add_special_tokens=True,
-        )
-
-    seconds = {}
-    t = time.perf_counter()
-    ref_texts = draw(adapter=False)
-    seconds["pi_ref"] = time.perf_counter() - t
-    texts = {}
-    for method in runs:
-        load_adapter(model, out / "adapters" / method)
-        t = time.perf_counter()
-        texts[method] = draw(adapter=True)
-        seconds[method] = time.perf_counter() - t
-        log(f"{label(method)}: {len(prompts)} held-out completions in {seconds[method]:.0f} s")
-
-    # 3. the judges
-    _, tiny_tok = load_tiny_policy()
-    judges = {
-        "oracle": OracleJudge(first["mode"]),
-        "learned": learned_judge(first["mode"], tiny_tok),
-    }
+    prompts = [chat_prompt(policy.tokenizer, r.post, r.title) for r in records]
+    ref_texts, texts, seconds = draw_all(policy, prompts, list(runs), out, settings, first, log)
     samples = {m: [texts[m]] for m in runs}
-    result = compare(judges, records, samples, ref_texts, {m: label(m) for m in runs}, "stderr")
+    labels = {m: label(m) for m in runs}
+    result = compare(judges_for(first["mode"]), records, samples, ref_texts, labels, "stderr")
     summary = {
         "track": "real",
         "command": COMMAND,
@@ -187,19 +141,80 @@ def evaluate(settings: EvaluateSettings, out: str | Path, log=print) -> dict:
         "histories": {m: _history(out / "runs" / m) for m in runs},
         **result,
         "eval_prompts": len(records),
-        "new_tokens": new_tokens,
+        "new_tokens": first["new_tokens"],
     }
     atomic_write_json(out / "summary.json", summary, default=str)
-    with atomic_open(out / "samples.jsonl") as f:
+    write_samples(out / "samples.jsonl", records, ref_texts, texts, result)
+    atomic_write_text(out / "README.md", report(summary))
+    return summary
+
+
+def copy_runs(model, runs: dict[str, dict], out: Path, dtype: str) -> None:
+    """Each run's adapter into ``out/adapters/<method>`` (through ``model``, so that peft's names
+    and config are the ones written) and its logs into ``out/runs/<method>``."""
+    from course_lib.llm.adapters import load_adapter, save_adapter
+
+    for method, record in runs.items():
+        folder = Path(record["folder"])
+        load_adapter(model, folder / "adapter")
+        save_adapter(model, out / "adapters" / method, dtype)
+        for name in RUN_FILES:
+            if (folder / name).is_file():
+                dest = out / "runs" / method / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(dest, (folder / name).read_text())
+
+
+def draw_all(policy, prompts, methods, out: Path, settings, run_settings: dict, log):
+    """One completion per prompt from pi_ref (the adapter off) and from each committed adapter
+    (read back from ``out/adapters``), all from the same seed. Returns (pi_ref's texts,
+    {method: texts}, {policy: seconds})."""
+    from course_lib.llm.adapters import load_adapter
+    from course_lib.online.algorithms import label
+    from course_lib.sampling import sample_texts
+
+    def draw(adapter: bool) -> tuple[list[str], float]:
+        t = time.perf_counter()
+        texts = sample_texts(
+            policy.model,
+            policy.tokenizer,
+            prompts,
+            run_settings["new_tokens"],
+            settings.seed,
+            settings.batch_size,
+            adapter=adapter,
+            add_special_tokens=True,
+        )
+        return texts, time.perf_counter() - t
+
+    ref_texts, ref_seconds = draw(adapter=False)
+    seconds, texts = {"pi_ref": ref_seconds}, {}
+    for method in methods:
+        load_adapter(policy.model, out / "adapters" / method)
+        texts[method], seconds[method] = draw(adapter=True)
+        log(f"{label(method)}: {len(prompts)} held-out completions in {seconds[method]:.0f} s")
+    return ref_texts, texts, seconds
+
+
+def judges_for(mode: str) -> dict:
+    """The oracle, and the tiny track's learned model reading text with its own tokenizer."""
+    from course_lib.judges import OracleJudge, learned_judge
+    from course_lib.tasks.tiny_policy import load_tiny_policy
+
+    _, tiny_tok = load_tiny_policy()
+    return {"oracle": OracleJudge(mode), "learned": learned_judge(mode, tiny_tok)}
+
+
+def write_samples(path: Path, records, ref_texts, texts: dict, result: dict) -> None:
+    """Every held-out prompt with each policy's completion and the judges' preferences."""
+    with atomic_open(path) as f:
         for i, record in enumerate(records):
             row = {"title": record.title, "post": record.post, "reference": ref_texts[i]}
-            for m in runs:
+            for m in texts:
                 row[m] = texts[m][i]
                 for judge_name, per in result["per_prompt_vs_reference"].items():
                     row[f"p_{judge_name}_{m}_vs_reference"] = per[m][i]
             f.write(json.dumps(row) + "\n")
-    atomic_write_text(out / "README.md", report(summary))
-    return summary
 
 
 def _history(folder: Path) -> list[dict]:
