@@ -4,7 +4,6 @@ equations, and training a real tiny Llama reaches its exact destination."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -276,11 +275,9 @@ def test_slic_point_reports_the_exact_expected_gradient(arena):
 # training
 # ---------------------------------------------------------------------------------------------
 def test_online_ipo_reaches_its_destination(arena):
-    start = time.perf_counter()
     run = train(
         arena, "online_ipo", tau=0.5, steps=150, lr=2e-3, prompts_per_step=32, eval_every=75
     )
-    assert time.perf_counter() - start < 30
     first, last = run.curve[0], run.final
     assert [r["step"] for r in run.curve] == [0, 75, 150]
     assert first["kl_to_ref"] == pytest.approx(0.0, abs=1e-6)  # starts at pi_ref

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -217,16 +215,15 @@ def test_extragradient_alone_converges_to_the_same_point():
 
 
 @pytest.mark.slow
-def test_thousand_actions_in_a_few_seconds():
+def test_thousand_actions_solve_to_the_rounding_level():
+    """At the size of benchmarks/bench_nash.py (whose RESULTS section has the times: speed is
+    measured there, as a ratio, never asserted here)."""
     n = 1000
     P = random_preference(n, seed=5)
     ref = np.random.default_rng(5).dirichlet(np.ones(n))
     for tau, beta in [(0.01, 0.0), (0.1, 0.5)]:
-        start = time.perf_counter()
         pi, res = regularised_nash(P, ref, tau, beta, return_residual=True)
-        elapsed = time.perf_counter() - start
         assert res <= 1e-12
-        assert elapsed < 20.0, elapsed  # a few seconds on one laptop core; CI margin
 
 
 def jacobian(P, m, s, c):
