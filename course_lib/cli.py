@@ -291,6 +291,33 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _power(argv: list[str]) -> int:
+    import argparse
+    import time
+    from pathlib import Path
+
+    from course_lib.config import get_profile
+    from course_lib.experiments import power
+    from course_lib.notebook import quiet_libraries
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} power", description=power.SUMMARY)
+    add_settings_options(parser, power.PowerSettings)
+    parser.add_argument("--profile", default=None, help="smoke, cpu or gpu (sizes left unset)")
+    parser.add_argument("--out", default=None, help="default: results/power-<profile>")
+    parser.add_argument("--reanalyse", action="store_true", help="the report from --out's p.npz")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    prof, start = get_profile(args.profile), time.perf_counter()
+    settings = settings_from(args, power.PowerSettings)
+    if not args.reanalyse:
+        settings.resolve()  # a bad option or a missing selection fails before any training
+    quiet_libraries(prof)
+    out = Path(args.out or Path("results") / f"power-{prof.name}")
+    result = power.run(settings, prof, out, not args.no_progress, args.reanalyse)
+    print(f"{power.summary_lines(result)}\nwrote {out} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def _arena(argv: list[str]) -> int:
     import argparse
     from pathlib import Path
@@ -368,6 +395,7 @@ COMMANDS = {
     "reproduce": (_reproduce, "the summarisation comparison (`reproduce -h`; `--track real`)"),
     "train": (_train, "one online run, resumable (`train -h`)"),
     "evaluate": (_evaluate, "judge trained real-track adapters against pi_ref (`evaluate -h`)"),
+    "power": (_power, "seeds and prompts a comparison needs: variance components (`power -h`)"),
     "arena": (_arena, "the exact arena: training measured against exact destinations"),
     "edition": (_edition, "the student or instructor edition of the notebooks (`edition -h`)"),
     "grade": (_grade, "run submitted notebooks and grade their exercises (`grade -h`)"),
