@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from course_lib.atomic import MARKER
-from course_lib.cli import main
+from course_lib.commands import main
 
 
 def run_cli(capsys, *argv):

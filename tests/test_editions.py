@@ -316,7 +316,7 @@ def test_the_student_edition_of_notebook_01_runs_top_to_bottom(student_dir, tmp_
 
 
 def test_the_command_line(tmp_path, capsys):
-    from course_lib.cli import main
+    from course_lib.commands import main
 
     assert main(["edition", "student", str(tmp_path / "s"), "--src", str(NOTEBOOKS)]) == 0
     assert "student edition: 13 files" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from course_lib.cli import main
+from course_lib.commands import main
 from course_lib.experiments.tiny import Experiment, last_kl
 from course_lib.judges import OracleJudge
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from course_lib import editions, grading
-from course_lib.cli import main
+from course_lib.commands import main
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NB01 = NOTEBOOKS / "01_preferences.ipynb"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from course_lib import power
-from course_lib.cli import main
+from course_lib.commands import main
 from course_lib.experiments.power import DESIGNS, PowerSettings, sampling_seed
 
 TRUE = dict(zip(power.TERMS, (0.010, 0.020, 0.030, 0.005, 0.004, 0.006, 0.050), strict=True))

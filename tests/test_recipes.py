@@ -85,7 +85,7 @@ def test_a_scalar_reward_model_is_a_bradley_terry_judge():
 @pytest.mark.slow
 def test_online_dpo_trains_on_the_reward_judge(tmp_path):
     """Recipe 2, end to end: `python -m course_lib train --judge reward` on the tiny track."""
-    from course_lib.cli import main
+    from course_lib.commands import main
 
     out = tmp_path / "dpo_reward"
     code = main(
