@@ -122,6 +122,7 @@ def pair_logratios(
     ref_model=None,
     eos_token_id=None,
     forward=None,
+    ref_logprobs=None,
 ):
     """``(log pi(y|x)/pi_ref(y|x), log pi(y'|x)/pi_ref(y'|x))`` for a batch of pairs, each (B,).
 
@@ -129,6 +130,8 @@ def pair_logratios(
     with its adapter off, under ``no_grad``. y and y' go through one padded forward per model
     (2B rows). ``forward`` is the module to call for pi when it is not ``model`` itself: the
     DDP-wrapped policy in data-parallel training (its gradients are averaged across processes).
+    ``ref_logprobs``, when given, is the per-token log pi_ref of y and of y' ((B, T) each, e.g.
+    what the mixture sampler computed while drawing them): then no reference forward runs.
     """
     import torch
 
@@ -152,8 +155,11 @@ def pair_logratios(
     pids = torch.cat([prompt_ids, prompt_ids])
     pmask = torch.cat([prompt_mask, prompt_mask]) if prompt_mask is not None else None
     ids, mask = torch.cat([a, b]), torch.cat([am, bm])
+    ref_tok = None
+    if ref_logprobs is not None:  # padded like the ids; masked like them below
+        ref_tok = torch.cat([right_pad(r, None)[0] for r in ref_logprobs])
     logp, logp_ref = policy_and_reference_logprobs(
-        model, pids, pmask, ids, mask, ref_model, eos_token_id, forward
+        model, pids, pmask, ids, mask, ref_model, eos_token_id, forward, ref_tok
     )
     ratio = logp - logp_ref
     return ratio[:B], ratio[B:]
@@ -168,16 +174,27 @@ def policy_and_reference_logprobs(
     ref_model=None,
     eos_token_id=None,
     forward=None,
+    ref_token_logprobs=None,
 ):
     """``(log pi(y|x), log pi_ref(y|x))``, each (B,): pi with gradient (through ``forward`` when
     given, e.g. the DDP-wrapped policy), pi_ref (``ref_model``, or ``model`` with its adapter
-    off) under ``no_grad``."""
+    off) under ``no_grad``. With ``ref_token_logprobs`` (B, T), the per-token log pi_ref already
+    known (from the sampler), log pi_ref(y|x) is their sum over the tokens
+    :func:`sequence_logprobs` would count, and no reference forward runs."""
     import torch
 
     pi = forward if forward is not None else model
     logp, _ = sequence_logprobs(
         pi, prompt_ids, prompt_mask, completion_ids, completion_mask, eos_token_id
     )
+    if ref_token_logprobs is not None:
+        if ref_token_logprobs.shape != completion_ids.shape:
+            raise ValueError(
+                f"ref_token_logprobs has shape {tuple(ref_token_logprobs.shape)}, the "
+                f"completions {tuple(completion_ids.shape)}"
+            )
+        mask = mask_after_eos(completion_ids, eos_token_id, completion_mask)
+        return logp, (ref_token_logprobs * mask.to(ref_token_logprobs.dtype)).sum(-1)
     with torch.no_grad(), reference(model, ref_model) as ref:
         logp_ref, _ = sequence_logprobs(
             ref, prompt_ids, prompt_mask, completion_ids, completion_mask, eos_token_id

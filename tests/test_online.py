@@ -1,5 +1,6 @@
 """The online trainer on a tiny model: directions, labels, resume, NaN stop, config errors."""
 
+import dataclasses
 import json
 import math
 
@@ -129,6 +130,50 @@ def test_samples_come_from_pi_and_reference_stays_fixed(tokenizer):
     torch.testing.assert_close(ratio_y, direct)
     lora_b = [p for n, p in tr.policy.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # the adapter did move
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["adapter-off base", "frozen ref_model"])
+def test_ipo_md_takes_log_pi_ref_from_the_sampler_with_the_same_loss_and_gradient(tokenizer, lora):
+    """IPO-MD draws y and y' from the mixture, whose sampler ran pi_ref on every token it drew:
+    the loss sums those log pi_ref(y_n | x, y_<n) instead of running a teacher-forced reference
+    forward, and its value, h and gradient are those of the forward: within 1e-5 of float32
+    rounding, relative to each quantity's size (the cached decode and the teacher-forced forward
+    round differently; measured: 5e-6 on h of size 3 and 2e-6 of the gradient's largest entry)."""
+    tr = trainer_for(tokenizer, lora=lora, algorithm="ipo_md", beta=0.3, max_new_tokens=8)
+    params = [p for p in tr.policy.parameters() if p.requires_grad]
+    torch.manual_seed(0)
+    with torch.no_grad():  # move pi away from pi_ref, so that log pi_ref is not log pi
+        for p in params:
+            p.add_(0.1 * torch.randn_like(p))
+    pair = tr.batch(0, 0)
+    assert pair.ref_logprobs is not None and pair.ref_logprobs[0].shape == pair.y.shape
+    assert 0 < int(pair.y_mask.sum() + pair.y2_mask.sum()) < 2 * pair.y.numel()  # EOS masks
+    label = torch.as_tensor(good_judge(None, pair.y_texts, pair.y2_texts), dtype=torch.float32)
+
+    def loss_h_grads(batch):
+        tr.optimizer.zero_grad()
+        loss, h, _ = tr.loss(batch, label)
+        loss.backward()
+        return loss.detach(), h, [p.grad.clone() for p in params]
+
+    new, old = loss_h_grads(pair), loss_h_grads(dataclasses.replace(pair, ref_logprobs=None))
+    torch.testing.assert_close(new[0], old[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(new[1], old[1], atol=1e-5, rtol=1e-5)
+    for g_new, g_old in zip(new[2], old[2], strict=True):
+        torch.testing.assert_close(g_new, g_old, atol=1e-5 * float(g_old.abs().max()), rtol=0)
+    assert float(old[1].abs().max()) > 1e-2  # h is not trivially 0: pi differs from pi_ref
+    if not lora:  # and the frozen reference model did not run at all
+        calls = []
+        hook = tr.ref_model.register_forward_pre_hook(lambda *a: calls.append(1))
+        tr.loss(pair, label)
+        hook.remove()
+        assert calls == []
+
+
+@pytest.mark.parametrize("name", ["online_ipo", "online_dpo", "nash_md_pg"])
+def test_pairs_not_both_from_the_mixture_keep_the_reference_forward(tokenizer, name):
+    beta = 0.3 if ALGORITHMS[name].uses_beta else 0.0
+    assert trainer_for(tokenizer, algorithm=name, beta=beta).batch(0, 0).ref_logprobs is None
 
 
 def test_labels(tokenizer):

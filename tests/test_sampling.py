@@ -18,8 +18,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from course_lib.llm import LoraSettings, apply_lora, tiny_llama
-from course_lib.logprobs import pad_left
+from course_lib.llm import LoraSettings, apply_lora, reference, tiny_llama
+from course_lib.logprobs import pad_left, position_ids_from_mask, sequence_logprobs
 from course_lib.sampling import (
     LMStream,
     mixture_logprobs,
@@ -28,6 +28,7 @@ from course_lib.sampling import (
     sample_from_streams,
     sample_mixture,
 )
+from course_lib.streams import MixedBatchStream
 
 V, EOS = 5, 4  # tokens 0-3 are words, 4 is EOS
 PROMPTS = [[0, 1], [2, 3, 0, 1], [1]]  # different lengths: the batch is left-padded
@@ -377,3 +378,99 @@ def test_time_samplers_reports_each_variant(lms):
     assert all(r[k] > 0 for r in rows for k in ("plain", "mixture", "nocache"))
     with pytest.raises(ValueError, match="repeats"):
         time_samplers(policy, ids, mask, repeats=0)
+
+
+# --- each model's own log-prob of every drawn token (Samples.stream_logprobs) -------------------
+
+
+@pytest.mark.parametrize("source", ["adapter-off base", "separate ref_model", "fused"])
+def test_stream_logprobs_equal_teacher_forced_forwards(lms, source):
+    """The sampler ran pi and pi_ref on every token it drew, so it holds log pi(y_n | x, y_<n)
+    and log pi_ref(y_n | x, y_<n) (untempered, 0 where masked): what ``sequence_logprobs`` gives
+    with one teacher-forced forward per model, left-padded prompts and EOS-masked completions."""
+    policy, _, other = lms
+    ids, mask = left_padded()
+    ref_model = other if source == "separate ref_model" else None
+    s = sample_mixture(
+        policy,
+        ids,
+        mask,
+        beta=0.3,
+        ref_model=ref_model,
+        max_new_tokens=12,
+        temperature=1.6,  # the stream log-probs are at temperature 1 whatever the sampler's
+        eos_token_id=EOS,
+        seed=4,
+        fused=source == "fused",
+    )
+    check_eos_layout(s)
+    assert 0 < int(s.mask.sum()) < s.mask.numel()  # some rows end early: the mask matters
+    with torch.no_grad():
+        _, want_pi = sequence_logprobs(policy, ids, mask, s.tokens, s.mask, eos_token_id=EOS)
+        with reference(policy, ref_model) as ref:
+            _, want_ref = sequence_logprobs(ref, ids, mask, s.tokens, s.mask, eos_token_id=EOS)
+    log_pi, log_ref = s.stream_logprobs
+    # float32: the cached and the full forward round this fixture's large logits (|log p| up to
+    # 13 here) differently, measured up to 1.4e-5 at |log p| = 2.5; a wrong mask or model
+    # misses by far more than this 1e-5 + 1e-5 |log p|
+    torch.testing.assert_close(log_pi, want_pi, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(log_ref, want_ref, atol=1e-5, rtol=1e-5)
+    assert float((want_pi - want_ref).abs().max()) > 1e-2  # pi and pi_ref differ here
+
+
+def test_plain_sampling_keeps_its_own_logprobs_as_its_stream(lms):
+    policy, _, _ = lms
+    ids, mask = left_padded()
+    s = sample(policy, ids, mask, max_new_tokens=6, eos_token_id=EOS, seed=2)
+    (own,) = s.stream_logprobs  # at temperature 1 the distribution sampled from is pi itself
+    torch.testing.assert_close(own, s.logprobs, atol=1e-6, rtol=0)
+
+
+# --- pi and pi_ref in one forward (MixedBatchStream, sample_mixture(fused=True)) ----------------
+
+
+def test_fused_forward_gives_the_two_forwards_logits(lms):
+    """One forward over 2B rows (B with the LoRA adapter, B as peft's "__base__", one KV cache)
+    gives each half the logits of its own forward with its own cache: the prompt, then tokens."""
+    policy, _, _ = lms
+    policy.eval()  # peft takes adapter_names in eval mode only (the sampler's mode)
+    ids, mask = left_padded()
+    positions = position_ids_from_mask(mask)
+    fused, pi, ref = MixedBatchStream(policy), LMStream(policy), LMStream(policy, adapter=False)
+    with torch.no_grad():
+        for _ in range(4):
+            z_pi, z_ref = fused(ids, mask, positions)
+            torch.testing.assert_close(z_pi, pi(ids, mask, positions), atol=1e-5, rtol=0)
+            torch.testing.assert_close(z_ref, ref(ids, mask, positions), atol=1e-5, rtol=0)
+            ids, positions = z_pi.argmax(-1, keepdim=True), positions[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    assert float((z_pi - z_ref).abs().max()) > 0.1  # the adapter matters
+
+
+def test_fused_sampler_draws_the_two_stream_sampler_s_tokens(lms):
+    policy, _, _ = lms
+    ids, mask = left_padded()
+    kw = dict(beta=0.3, max_new_tokens=6, eos_token_id=EOS)
+    for seed in range(5):
+        two = sample_mixture(policy, ids, mask, seed=seed, fused=False, **kw)
+        one = sample_mixture(policy, ids, mask, seed=seed, fused=True, **kw)
+        assert torch.equal(one.tokens, two.tokens) and torch.equal(one.mask, two.mask)
+        torch.testing.assert_close(one.logprobs, two.logprobs, atol=1e-5, rtol=0)
+        for a, b in zip(one.stream_logprobs, two.stream_logprobs, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert max_logprob_error(one, policy, 0.3) < 1e-4  # and it is the exact mixture
+
+
+def test_fused_needs_one_lora_model_and_is_off_on_the_cpu_by_default(lms):
+    policy, pristine, other = lms
+    ids, mask = left_padded()
+    kw = dict(beta=0.3, max_new_tokens=4, eos_token_id=EOS, seed=0)
+    with pytest.raises(ValueError, match="separate ref_model"):
+        sample_mixture(policy, ids, mask, ref_model=other, fused=True, **kw)
+    with pytest.raises(ValueError, match="use_cache"):
+        sample_mixture(policy, ids, mask, use_cache=False, fused=True, **kw)
+    with pytest.raises(ValueError, match="not a PEFT model"):
+        MixedBatchStream(pristine)
+    # automatic (None) on the CPU: the two-stream sampler, the very same computation
+    auto, two = (sample_mixture(policy, ids, mask, fused=f, **kw) for f in (None, False))
+    assert torch.equal(auto.tokens, two.tokens) and torch.equal(auto.logprobs, two.logprobs)

@@ -10,7 +10,9 @@ Every step (Calandriello et al. 2024, §4-5; NLHF Appendix F), for a batch of pr
    (the paper), a Bernoulli(p) draw, or TRL's 1[p > 1/2];
 4. :func:`pair_loss` computes h = log pi(y)/pi_ref(y) - log pi(y')/pi_ref(y') (by
    :func:`course_lib.logprobs.pair_logratios`, the one place h is computed) and the loss of
-   :mod:`course_lib.losses`; Nash-MD-PG's policy gradient takes log pi(y) instead.
+   :mod:`course_lib.losses`; Nash-MD-PG's policy gradient takes log pi(y) instead. When both
+   completions came from the mixture, the sampler already computed log pi_ref of every token
+   (:attr:`Pair.ref_logprobs`), and no reference forward runs.
 
 :class:`~course_lib.online.trainer.OnlineTrainer` calls these in a loop; notebook 10 calls them
 by hand.
@@ -61,6 +63,9 @@ class Pair:
     y2_texts: list[str]
     generated_tokens: int = 0
     fixed_p: np.ndarray | None = None  # the labels of fixed (offline) pairs
+    # per-token log pi_ref(y_n | x, y_<n) of y and y' ((B, T) each, 0 where masked), when the
+    # sampler computed them while drawing (both from the mixture); None: a reference forward
+    ref_logprobs: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -135,10 +140,13 @@ def draw_pair(
     """Two completions per prompt, y from ``algorithm.y_from`` and y' from ``algorithm.y2_from``.
 
     When both come from the same sampler they are drawn in one call on 2B rows (cheaper than
-    two calls of B).
+    two calls of B). When that sampler is the mixture, it ran pi_ref on every token it drew: the
+    pair keeps those log pi_ref(y_n | x, y_<n) (``ref_logprobs``), so :func:`pair_loss` needs no
+    reference forward (tests/test_online.py checks that the loss and gradient are unchanged).
     """
     B = prompt_ids.shape[0]
     kw = dict(ref_model=ref_model, beta=beta, **sampling)
+    ref_logprobs = None
     if algorithm.y_from == algorithm.y2_from:
         both = draw(
             algorithm.y_from, policy, prompt_ids.repeat(2, 1), prompt_mask.repeat(2, 1), **kw
@@ -146,6 +154,9 @@ def draw_pair(
         texts = both.texts(tokenizer)
         ya, ma, yb, mb = both.tokens[:B], both.mask[:B], both.tokens[B:], both.mask[B:]
         ta, tb = texts[:B], texts[B:]
+        if algorithm.y_from == "mixture":  # stream_logprobs = (log pi, log pi_ref) per token
+            ref = both.stream_logprobs[1]
+            ref_logprobs = (ref[:B], ref[B:])
     else:
         a = draw(algorithm.y_from, policy, prompt_ids, prompt_mask, **kw)
         b = draw(algorithm.y2_from, policy, prompt_ids, prompt_mask, **kw)
@@ -162,6 +173,7 @@ def draw_pair(
         ta,
         tb,
         generated_tokens=int(ma.sum() + mb.sum()),
+        ref_logprobs=ref_logprobs,
     )
 
 
@@ -219,7 +231,8 @@ def pair_loss(
     Nash-MD-PG's policy gradient (NLHF App. F) takes only y ~ pi with gradient; y' from the
     mixture is the opponent whose preference p is the reward; its h is reported as NaN.
     ``forward`` is the module to call for pi (the DDP-wrapped policy in data parallel training);
-    ``policy`` (unwrapped) gives pi_ref when its adapter is switched off.
+    ``policy`` (unwrapped) gives pi_ref when its adapter is switched off. A pair that carries the
+    sampler's log pi_ref (``pair.ref_logprobs``, from the same pi_ref) skips the reference forward.
     """
     if algorithm.loss == "nash_md_pg":
         logp, ref_logp = policy_and_reference_logprobs(
@@ -245,6 +258,7 @@ def pair_loss(
         ref_model=ref_model,
         eos_token_id=eos_token_id,
         forward=forward,
+        ref_logprobs=pair.ref_logprobs,
     )
     if algorithm.per_token:  # TRL's variant: log-ratios per token of each completion
         ratio_y = ratio_y / pair.y_mask.sum(-1).clamp(min=1)
