@@ -23,31 +23,6 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny Llama and a word-level tokenizer saved as a local model folder (safetensors)."""
-    from transformers import AutoTokenizer
-
-    from course_lib.tasks import load_split
-
-    folder = tmp_path_factory.mktemp("tiny_model")
-    words = " ".join(r.post + " " + r.reference for r in load_split("train")[:50])
-    save_tokenizer(build_tokenizer([words]), folder)
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = llm.tiny_llama(
-        vocab_size=len(tok),
-        hidden=64,  # a multiple of 64: bitsandbytes' CPU NF4 kernels need it (see test_models)
-        layers=2,
-        heads=4,
-        init_std=0.3,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        max_positions=1024,
-    )
-    model.save_pretrained(folder)
-    return folder
-
-
 def settings_for(folder, **overrides):
     base = dict(
         model=str(folder),
@@ -91,10 +66,10 @@ def test_sizes_come_from_the_profile_unless_given():
     )
 
 
-def test_chat_prompt_holds_instruction_and_post(tiny_folder):
+def test_chat_prompt_holds_instruction_and_post(tiny_model_folder):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_folder)
+    tok = AutoTokenizer.from_pretrained(tiny_model_folder)
     plain = chat_prompt(tok, "my cat ate my homework", title="help")
     assert plain.endswith("TL;DR:") and "POST: my cat ate my homework" in plain
 
@@ -109,10 +84,10 @@ def test_chat_prompt_holds_instruction_and_post(tiny_folder):
     assert templated.startswith("<user>Summarise") and templated.endswith("<assistant>")
 
 
-def test_local_tldr_prompts_split_and_need_a_judge(tiny_folder, tmp_path):
+def test_local_tldr_prompts_split_and_need_a_judge(tiny_model_folder, tmp_path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_folder)
+    tok = AutoTokenizer.from_pretrained(tiny_model_folder)
     s = RealSettings(prompts=str(FIXTURES / "tldr_prompts.jsonl"), judge="some/folder")
     train_p, train_c, eval_p, eval_c = load_prompts(s, tok, n_train=10, n_eval=1)
     assert len(train_p) == 2 and len(eval_p) == 1 and set(train_c).isdisjoint(eval_c)
@@ -123,11 +98,11 @@ def test_local_tldr_prompts_split_and_need_a_judge(tiny_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_whole_run_on_a_tiny_4bit_model(tiny_folder, tmp_path):
+def test_a_whole_run_on_a_tiny_4bit_model(tiny_model_folder, tmp_path):
     logs = []
     track = RealTrack(
         get_profile("smoke"),
-        settings_for(tiny_folder),
+        settings_for(tiny_model_folder),
         tmp_path / "out",
         progress=False,
         log=logs.append,
@@ -180,10 +155,10 @@ def test_a_whole_run_on_a_tiny_4bit_model(tiny_folder, tmp_path):
     assert "standard error over prompts" in (out / "matrix_oracle.md").read_text()
 
 
-def test_a_tiny_track_preference_model_is_refused_as_a_real_judge(tiny_folder, tmp_path):
+def test_a_tiny_track_preference_model_is_refused_as_a_real_judge(tiny_model_folder, tmp_path):
     from course_lib.preference import default_model_dir
 
-    s = settings_for(tiny_folder, judge=str(default_model_dir("bt")))
+    s = settings_for(tiny_model_folder, judge=str(default_model_dir("bt")))
     track = RealTrack(get_profile("smoke"), s, progress=False, log=lambda *_: None)
     track.load()
     with pytest.raises(ValueError, match="tiny-track preference model"):
@@ -211,7 +186,7 @@ def test_reproduce_real_track_smoke_on_smollm2_in_4bit(tmp_path, capsys):
     assert summary["estimate"]["memory"]["base"] < 200 * 2**20
 
 
-def test_a_preference_model_on_another_vocabulary_is_refused(tiny_folder, tmp_path):
+def test_a_preference_model_on_another_vocabulary_is_refused(tiny_model_folder, tmp_path):
     """A real-track judge must read the policy's tokens: a backbone model built on a tokenizer
     with another vocabulary is an error naming both sizes."""
     from transformers import AutoTokenizer
@@ -233,7 +208,7 @@ def test_a_preference_model_on_another_vocabulary_is_refused(tiny_folder, tmp_pa
     pf.save_preference_model(pm, tmp_path / "pm")
     track = RealTrack(
         get_profile("smoke"),
-        settings_for(tiny_folder, load_in_4bit=False),
+        settings_for(tiny_model_folder, load_in_4bit=False),
         progress=False,
         log=lambda *_: None,
     )

@@ -25,32 +25,6 @@ from course_lib.sampling import sample_texts
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny Llama and a word-level tokenizer as a local model folder (safetensors)."""
-    from transformers import AutoTokenizer
-
-    from course_lib.tasks import load_split
-    from course_lib.tasks.tokenizer import build_tokenizer, save_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_model")
-    words = " ".join(r.post + " " + r.reference for r in load_split("train")[:50])
-    save_tokenizer(build_tokenizer([words]), folder)
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = llm.tiny_llama(
-        vocab_size=len(tok),
-        hidden=64,  # NF4's CPU kernels need multiples of 64
-        layers=2,
-        heads=4,
-        init_std=0.3,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        max_positions=1024,
-    )
-    model.save_pretrained(folder)
-    return folder
-
-
 def _policy(folder, r=4):
     torch.manual_seed(0)
     return llm.load_policy(str(folder), load_in_4bit=True, lora=llm.LoraSettings(r=r, alpha=8.0))
@@ -65,8 +39,10 @@ def _perturb(model, seed=1):
 
 
 # -- saving and loading -------------------------------------------------------------------------
-def test_an_adapter_comes_back_exactly_in_float32_and_rounded_in_bfloat16(tiny_folder, tmp_path):
-    a = _policy(tiny_folder)
+def test_an_adapter_comes_back_exactly_in_float32_and_rounded_in_bfloat16(
+    tiny_model_folder, tmp_path
+):
+    a = _policy(tiny_model_folder)
     _perturb(a.model)
     saved = {k: v.clone() for k, v in lora_state(a.model).items()}
     save_adapter(a.model, tmp_path / "f32")
@@ -75,7 +51,7 @@ def test_an_adapter_comes_back_exactly_in_float32_and_rounded_in_bfloat16(tiny_f
         tmp_path / "f32" / "adapter_model.safetensors"
     ).stat().st_size
 
-    b = _policy(tiny_folder)  # B = 0: pi = pi_ref before the load
+    b = _policy(tiny_model_folder)  # B = 0: pi = pi_ref before the load
     assert not all(torch.equal(v, saved[k]) for k, v in lora_state(b.model).items())
     load_adapter(b.model, tmp_path / "f32")
     assert all(torch.equal(v, saved[k]) for k, v in lora_state(b.model).items())
@@ -85,11 +61,11 @@ def test_an_adapter_comes_back_exactly_in_float32_and_rounded_in_bfloat16(tiny_f
         assert torch.equal(v, saved[k].to(torch.bfloat16).float())
 
 
-def test_a_loaded_adapter_gives_the_saved_policys_logits(tiny_folder, tmp_path):
-    a = _policy(tiny_folder)
+def test_a_loaded_adapter_gives_the_saved_policys_logits(tiny_model_folder, tmp_path):
+    a = _policy(tiny_model_folder)
     _perturb(a.model)
     save_adapter(a.model, tmp_path / "ad")
-    b = _policy(tiny_folder)
+    b = _policy(tiny_model_folder)
     load_adapter(b.model, tmp_path / "ad")
     ids = torch.tensor([[3, 5, 7, 9, 11]])
     with torch.no_grad():
@@ -99,10 +75,10 @@ def test_a_loaded_adapter_gives_the_saved_policys_logits(tiny_folder, tmp_path):
         assert not torch.allclose(base, a.model(ids).logits)
 
 
-def test_an_adapter_of_another_shape_or_a_broken_folder_is_refused(tiny_folder, tmp_path):
-    a = _policy(tiny_folder, r=4)
+def test_an_adapter_of_another_shape_or_a_broken_folder_is_refused(tiny_model_folder, tmp_path):
+    a = _policy(tiny_model_folder, r=4)
     save_adapter(a.model, tmp_path / "r4")
-    b = _policy(tiny_folder, r=2)
+    b = _policy(tiny_model_folder, r=2)
     with pytest.raises(ValueError, match="does not fit the model.*'r': \\(4, 2\\)"):
         load_adapter(b.model, tmp_path / "r4")
     with pytest.raises(FileNotFoundError, match="not a saved LoRA adapter"):
@@ -127,11 +103,11 @@ def test_every_online_method_draws_from_its_own_seed():
 
 # -- the whole chain: train, copy, judge ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def two_runs(tiny_folder, tmp_path_factory):
+def two_runs(tiny_model_folder, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     base = train.TrainSettings(
         track="real",
-        model=str(tiny_folder),
+        model=str(tiny_model_folder),
         tau=0.1,
         beta=0.125,
         lr=5e-3,
