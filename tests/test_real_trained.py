@@ -174,6 +174,15 @@ def test_evaluate_judges_the_committed_adapters(two_runs, tmp_path):
     wr = summary["vs_reference"]["oracle"]["IPO-MD"]
     assert f"| IPO-MD | oracle | {wr['mean']:.3f} | [{wr['low']:.3f}, {wr['high']:.3f}]" in readme
 
+    # no path of this machine in what would be committed: run folders and the base by name
+    for path in (out / "summary.json", out / "adapters" / "ipo_md" / "adapter_config.json"):
+        assert str(tmp_path.parent) not in path.read_text()
+        assert str(two_runs) not in path.read_text()
+    assert summary["settings"]["runs"] == ["online_ipo", "ipo_md"]
+    config = json.loads((out / "adapters" / "ipo_md" / "adapter_config.json").read_text())
+    model = json.loads((two_runs / "ipo_md" / "run.json").read_text())["settings"]["model"]
+    assert config["base_model_name_or_path"] == Path(model).name
+
     # a second evaluation into the same folder is allowed (it is this command's own)
     real_trained.evaluate(replace(settings, eval_prompts=2), out, log=lambda *_: None)
 

@@ -125,9 +125,13 @@ def evaluate(settings: EvaluateSettings, out: str | Path, log=print) -> dict:
     summary = {
         "track": "real",
         "command": COMMAND,
-        "settings": asdict(settings),
+        "settings": {**asdict(settings), "runs": [shown_path(r) for r in settings.runs]},
         "runs": {
-            m: {"settings": r["settings"], "profile": r.get("profile"), "folder": f"runs/{m}"}
+            m: {
+                "settings": {**r["settings"], "model": shown_model(r["settings"]["model"])},
+                "profile": r.get("profile"),
+                "folder": f"runs/{m}",
+            }
             for m, r in runs.items()
         },
         "device": device_name(policy.device),
@@ -157,7 +161,9 @@ def copy_runs(model, runs: dict[str, dict], out: Path, dtype: str) -> None:
     for method, record in runs.items():
         folder = Path(record["folder"])
         load_adapter(model, folder / "adapter")
-        save_adapter(model, out / "adapters" / method, dtype)
+        save_adapter(
+            model, out / "adapters" / method, dtype, base_name(record["settings"]["model"])
+        )
         for name in RUN_FILES:
             if (folder / name).is_file():
                 dest = out / "runs" / method / name
@@ -194,6 +200,28 @@ def draw_all(policy, prompts, methods, out: Path, settings, run_settings: dict, 
         texts[method], seconds[method] = draw(adapter=True)
         log(f"{label(method)}: {len(prompts)} held-out completions in {seconds[method]:.0f} s")
     return ref_texts, texts, seconds
+
+
+def base_name(model: str) -> str:
+    """The base model as a reader elsewhere can find it: the hub id of the embedded default, a
+    hub id as given, or only the last part of a local folder (never this machine's path)."""
+    from course_lib.llm import EMBEDDED_NAME
+
+    return EMBEDDED_NAME if model == "embedded" else shown_model(model)
+
+
+def shown_model(model: str) -> str:
+    """``model`` as given ('embedded', a hub id), or only the last part of a local folder."""
+    return Path(model).name if Path(model).exists() else model
+
+
+def shown_path(folder: str | Path) -> str:
+    """A run folder as the summary shows it: relative to the working folder when inside it."""
+    path = Path(folder).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
 
 
 def judges_for(mode: str) -> dict:

@@ -30,8 +30,15 @@ def lora_state(model) -> dict:
     return get_peft_model_state_dict(model)
 
 
-def save_adapter(model, folder: str | Path, dtype: str = "float32") -> Path:
-    """Write ``model``'s LoRA adapter into ``folder`` (atomically): safetensors and peft's JSON."""
+def save_adapter(
+    model, folder: str | Path, dtype: str = "float32", base: str | None = None
+) -> Path:
+    """Write ``model``'s LoRA adapter into ``folder`` (atomically): safetensors and peft's JSON.
+
+    ``base`` names the base model in the JSON (peft's ``base_model_name_or_path``); without it,
+    the field is left empty rather than holding the folder the base was loaded from on this
+    machine.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -48,6 +55,7 @@ def save_adapter(model, folder: str | Path, dtype: str = "float32") -> Path:
         )
     config = model.peft_config["default"].to_dict()
     config["target_modules"] = sorted(config["target_modules"])
+    config["base_model_name_or_path"] = base
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         save_file(state, str(Path(tmp) / WEIGHTS), metadata={"format": "pt", "dtype": dtype})
