@@ -11,8 +11,8 @@ is modelled as the crossed random-effects model
 
     p_ijn = mu + a_i + b_j + c_n + (ab)_ij + (ac)_in + (bc)_jn + e_ijn
 
-with every term independent, of mean 0 and variance sigma^2_term (Searle, Casella & McCulloch
-1992, "Variance Components", §4.7 and Table 4.8; Cornfield & Tukey 1956). e_ijn holds the
+with every term independent, of mean 0 and variance sigma^2_term (Searle, Casella and
+McCulloch 1992, "Variance Components", §4.7 and Table 4.8; Cornfield & Tukey 1956). e_ijn holds the
 three-way interaction and the evaluation's own noise, which one observation per cell cannot
 tell apart. Seeds and prompts are both random: the quantity estimated is A's win rate over B
 for a new training seed on a new prompt of the task, not over these seeds and prompts. The

@@ -73,9 +73,11 @@ SECTION = re.compile(_ONE)
 HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t#]*$")
 HEADING_NUMBER = re.compile(rf"^§?\s?({_NUM})\.?(?=\s|$)")
 
-# a paper's section: the paper is named in the text just before the section sign
+# a paper's (or a published book's) section: its author is named just before the section sign;
+# the statistics books are those course_lib.power cites for its variance components
 PAPER_NAME = re.compile(
     r"Calandriello|NLHF|Munos|Azar|Rafailov|Zhao|Stiennon|Guo et al|et al\.|IPO paper|DPO paper"
+    r"|McCulloch|Brennan|Cohen|Lachin"
 )
 PAPER_WORD = re.compile(r"\bpaper(?:'s)?[\s(,]*$")
 
