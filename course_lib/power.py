@@ -280,6 +280,35 @@ def minimum_detectable_effect(
     return z * float(np.sqrt(variance_of_mean(components, seeds, prompts)))
 
 
+def mean_interval(p, confidence: float = 0.95) -> dict[str, float]:
+    """The interval of this array's own mean, with the components estimated, not known.
+
+    Var(mean) = s_a/I + s_b/J + s_ab/(I J) + s_c/N + s_ac/(I N) + s_bc/(J N) + s_e/(I J N) has
+    the unbiased estimate
+
+        V = (MS_A + MS_B + MS_C - MS_AB - MS_AC - MS_BC + MS_E) / (I J N)
+
+    (substitute the expected mean squares of :func:`variance_components`), and V / Var is
+    close to chi^2_nu / nu with Satterthwaite's degrees of freedom
+
+        nu = (sum_t c_t MS_t)^2 / sum_t (c_t MS_t)^2 / df_t,   c_t = +-1
+
+    (Satterthwaite 1946, "An approximate distribution of estimates of variance components";
+    Searle, Casella & McCulloch 1992, §5.2). Half-width t_{nu, (1 + confidence)/2} sqrt(V):
+    with few seeds nu is small and the interval wider than :func:`ci_halfwidth`'s.
+    """
+    check.real("confidence", confidence, low=0.0, high=1.0, low_open=True, high_open=True)
+    p = _check_array(p, 3, "an array p[i, j, n] (seeds of A, seeds of B, prompts)")
+    ms, df = mean_squares(p)
+    sign = {"seed_A:seed_B": -1, "seed_A:prompt": -1, "seed_B:prompt": -1}
+    combo = sum(sign.get(t, 1) * ms[t] for t in TERMS)
+    se = float(np.sqrt(max(combo, 0.0) / p.size))
+    spread = sum(ms[t] ** 2 / df[t] for t in TERMS)
+    nu = float(combo**2 / spread) if spread > 0 and combo > 0 else float("nan")
+    t = float(stats.t.ppf(0.5 + confidence / 2, nu)) if np.isfinite(nu) else float("nan")
+    return {"mean": float(p.mean()), "se": se, "df": nu, "halfwidth": t * se if se else 0.0}
+
+
 @dataclass(frozen=True)
 class Split:
     """The components of the K-completion mean, split into what the evaluation's sampling adds

@@ -80,6 +80,21 @@ def test_expected_spread_over_seed_pairs_matches_simulation():
     assert np.sqrt(observed) == pytest.approx(power.expected_pair_std(TRUE, S, N), rel=0.02)
 
 
+def test_the_intervals_variance_is_unbiased_and_its_df_in_range():
+    rng = np.random.default_rng(5)
+    S, N = 3, 20
+    results = [power.mean_interval(simulate(rng, TRUE, (S, S, N))) for _ in range(2000)]
+    v = np.array([r["se"] ** 2 for r in results])
+    # V is unbiased for Var(mean) (up to the few draws where it is negative and set to 0)
+    assert v.mean() == pytest.approx(power.variance_of_mean(TRUE, S, N), rel=0.1)
+    nu = np.array([r["df"] for r in results])
+    finite = np.isfinite(nu)  # nu is undefined where V <= 0
+    assert np.all((nu[finite] > 0) & (nu[finite] <= 2 * (S - 1) + N - 1 + 4 * (S - 1) * (N - 1)))
+    assert np.all(v[~finite] == 0.0) and finite.mean() > 0.9
+    zero = power.mean_interval(np.full((2, 2, 3), 0.5))
+    assert zero["se"] == 0.0 and zero["halfwidth"] == 0.0
+
+
 def test_halfwidth_and_mde_are_normal_quantiles_times_the_standard_error():
     se = np.sqrt(power.variance_of_mean(TRUE, 3, 200))
     assert power.ci_halfwidth(TRUE, 3, 200) == pytest.approx(1.959964 * se, rel=1e-6)
@@ -204,4 +219,4 @@ def test_power_smoke_end_to_end(tmp_path, monkeypatch, capsys):
     # the report is a function of p.npz alone
     assert main(["power", "--profile", "smoke", "--reanalyse", "--out", str(out)]) == 0
     again = json.loads((out / "components.json").read_text())
-    assert again["steps"] == result["steps"]
+    assert again["steps"] == result["steps"] and again["reanalysed"] is True

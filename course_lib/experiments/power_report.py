@@ -21,6 +21,7 @@ from course_lib.power import (
     TERMS,
     ci_halfwidth,
     expected_pair_std,
+    mean_interval,
     minimum_detectable_effect,
     split_components,
     variance_terms,
@@ -90,6 +91,7 @@ def analyse_one(pk: np.ndarray, qa: np.ndarray, qb: np.ndarray, point: dict) -> 
         },
         "shared_prompts": shared_prompts(qa, qb),
         "halfwidth_this_design": ci_halfwidth(at_k, pk.shape[0], pk.shape[2]),
+        "interval_this_design": mean_interval(pk.mean(axis=3)),
     }
 
 
@@ -172,10 +174,12 @@ def write(out: Path, arrays: dict, meta: dict) -> dict:
             per_step[str(T)][design] = analyse_one(pk, qa, qb, point)
     last = grid[-1]
     at_profile = point["steps"] if point["steps"] in grid else last
+    smallest = {str(T): {d: smallest_design(splits[(T, d)].at(K)) for d in DESIGNS} for T in grid}
     headline = {
         "steps": last,
         "completions": K,
-        "smallest_design": {d: smallest_design(splits[(last, d)].at(K)) for d in DESIGNS},
+        "smallest_design": smallest[str(last)],
+        "smallest_design_by_steps": smallest,
         "at_profile_point": {
             "steps": at_profile,
             **{d: per_step[str(at_profile)][d]["at_profile_point"] for d in DESIGNS},
@@ -213,49 +217,57 @@ def _fmt(components: dict) -> str:
     return ", ".join(f"{t} {v:.2e}" for t, v in components.items())
 
 
+def _reach(small: dict) -> str:
+    hit = small["within_grid"]
+    where = (
+        f"S = {hit['seeds']} seeds, N = {hit['prompts']} prompts"
+        if hit
+        else f"no (S <= {SEEDS_GRID[-1]}, N <= {PROMPTS_GRID[-1]})"
+    )
+    return f"{where}; with unlimited prompts S = {small['seeds_with_unlimited_prompts']}"
+
+
+def _design_lines(one: dict, K: int) -> list[str]:
+    comps, spread = one["components"], one["std_over_seed_pairs"]
+    lines = [
+        f"  components (K = {K}): {_fmt(comps['total']['variances'])}",
+        f"  one draw's sampling noise: {_fmt(comps['sampling_per_completion'])}",
+        f"  largest component: {one['dominant_component']}",
+    ]
+    if spread["expected"] is not None:
+        seen = spread["observed_in_this_run"]
+        lines.append(
+            f"  std over seed pairs at reproduce's size, one completion: expected "
+            f"{spread['expected']:.4f}" + (f", seen here {seen:.4f}" if seen is not None else "")
+        )
+    ratio = one["shared_prompts"]["variance_ratio_disjoint_over_same"]
+    if ratio is not None:
+        lines.append(
+            "  through win rates over pi_ref, disjoint prompt sets would multiply the "
+            f"per-prompt variance of W_A - W_B by {ratio:.1f}"
+        )
+    return lines
+
+
 def summary_lines(result: dict) -> str:
-    """What the command prints: components at the last T, the dominant term, the smallest
-    design reaching the target, the widths and MDE at reproduce's size."""
+    """What the command prints: the win rate at every T, components at the last T, the
+    smallest design reaching the target, the widths and MDE at reproduce's size."""
     head, chosen = result["headline"], result["chosen"]
     T, K = head["steps"], head["completions"]
     names = " vs ".join(
         f"{c['method']} (tau {c['tau']:g}, beta {c['beta']:g})" for c in chosen.values()
     )
-    lines = [f"{names}; T = {T} steps, K = {K} completions"]
+    lines = [f"{names}; K = {K} completions"]
     for design in DESIGNS:
-        one = result["steps"][str(T)][design]
-        comps = one["components"]
-        lines += [
-            f"\n{design}: win rate of A over B {one['win_rate']:.4f}",
-            f"  components (K = {K}): {_fmt(comps['total']['variances'])}",
-            f"  one draw's sampling noise: {_fmt(comps['sampling_per_completion'])}",
-            f"  largest component: {one['dominant_component']}",
-        ]
-        spread, shared = one["std_over_seed_pairs"], one["shared_prompts"]
-        if spread["expected"] is not None:
-            seen = spread["observed_in_this_run"]
-            lines.append(
-                f"  std over seed pairs at reproduce's size, one completion: expected "
-                f"{spread['expected']:.4f}"
-                + (f", seen here {seen:.4f}" if seen is not None else "")
-            )
-        ratio = shared["variance_ratio_disjoint_over_same"]
-        if ratio is not None:
-            lines.append(
-                "  through win rates over pi_ref, disjoint prompt sets would multiply the "
-                f"per-prompt variance of W_A - W_B by {ratio:.1f}"
-            )
-        small = head["smallest_design"][design]
-        hit = small["within_grid"]
-        lines.append(
-            f"  half-width <= {TARGET}: "
-            + (
-                f"S = {hit['seeds']} seeds, N = {hit['prompts']} prompts"
-                if hit
-                else f"no (S <= {SEEDS_GRID[-1]}, N <= {PROMPTS_GRID[-1]})"
-            )
-            + f"; with unlimited prompts S = {small['seeds_with_unlimited_prompts']}"
+        intervals = {t: d[design]["interval_this_design"] for t, d in result["steps"].items()}
+        by_t = ", ".join(
+            f"T {t}: {v['mean']:.3f} +- {v['halfwidth']:.3f}" for t, v in intervals.items()
         )
+        lines.append(f"  {design}: A over B (t interval, Satterthwaite) {by_t}")
+    for design in DESIGNS:
+        lines.append(f"\n{design}, T = {T}:")
+        lines += _design_lines(result["steps"][str(T)][design], K)
+        lines.append(f"  half-width <= {TARGET}: {_reach(head['smallest_design'][design])}")
     at = head["at_profile_point"]
     lines.append(f"\nat reproduce's size, T = {at['steps']}:")
     for design in DESIGNS:
@@ -269,6 +281,8 @@ def summary_lines(result: dict) -> str:
             f"  {design} ({p['seeds']} seeds, {p['prompts']} prompts): {widths}; largest "
             f"term {p['dominant_term']}, sampling {100 * p['sampling_share_of_variance']:.0f}%"
         )
+        reach = head["smallest_design_by_steps"][str(at["steps"])][design]
+        lines.append(f"    half-width <= {TARGET} at T = {at['steps']}: {_reach(reach)}")
     paired, unpaired = (at[d][f"completions_{K}"]["halfwidth"] for d in DESIGNS)
     if paired > 0:
         lines.append(f"  shared sampling seeds divide the half-width by {unpaired / paired:.2f}")
