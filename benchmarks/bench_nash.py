@@ -197,9 +197,8 @@ def render(rows, args, repeats, before, after, threads) -> str:
         "## Regularised Nash solve (`bench_nash.py`)",
         "",
         f"Machine: {machine()}; numpy BLAS threads {threads}. Load average before / after the "
-        f"run: {before} and {after}. The CPU was shared with a training run of another engineer "
-        "(2 cores, the benchmark at nice 10), so wall-clock times include waiting for a core; "
-        "CPU seconds of the process are the steadier figure, and the two solvers ran "
+        f"run: {before} and {after} (on a busy machine wall-clock times include waiting for a "
+        "core; CPU seconds of the process are then the steadier figure). The two solvers ran "
         "interleaved in rounds.",
         f"Command: `{' '.join(['python benchmarks/bench_nash.py', *args])}`",
         "",
