@@ -236,3 +236,29 @@ def test_the_committed_cpu_adapters_are_safetensors_and_small():
             "adapter_model.safetensors",
         ]
         assert (folder / "adapter_model.safetensors").stat().st_size < 12e6
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(eval_prompts=600), "eval_prompts=600 is invalid: must be an integer in \\[2, 500\\]"),
+        (dict(eval_prompts=1), "eval_prompts=1 is invalid"),
+        (dict(batch_size=0), "batch_size=0 is invalid: must be a positive integer"),
+        (dict(seed=-1), "seed=-1 is invalid"),
+        (dict(adapter_dtype="float16"), "adapter_dtype='float16' is invalid"),
+    ],
+)
+def test_bad_evaluate_settings_are_named(overrides, message):
+    settings = real_trained.EvaluateSettings(runs=("some/run",), **overrides)
+    with pytest.raises(ValueError, match=message):
+        settings.validate()
+
+
+def test_the_evaluate_command_refuses_too_many_prompts_with_exit_2(capsys, tmp_path):
+    from course_lib.commands import main
+
+    code = main(["evaluate", "--runs", "x", "--eval-prompts", "600", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "eval_prompts=600 is invalid: must be an integer in [2, 500]" in err
+    assert "Traceback" not in err
