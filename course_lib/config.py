@@ -61,6 +61,7 @@ class Profile:
     eval_prompts: int  # held-out prompts per side-by-side comparison
     sweep_taus: tuple[float, ...]
     sweep_betas: tuple[float, ...]
+    sweep_extend: int  # extra sweep runs per method when a selection sits at a grid edge
     seeds: tuple[int, ...]
     tiny_new_tokens: int  # completion length of the tiny policy (its summaries: ~25 tokens)
     # -- the real track (notebook 11, ``reproduce --track real``): SmolLM2 in 4-bit with LoRA ----
@@ -95,6 +96,7 @@ PROFILES: dict[str, Profile] = {
         eval_prompts=16,
         sweep_taus=(1.0,),
         sweep_betas=(0.125,),
+        sweep_extend=0,
         seeds=(0,),
         tiny_new_tokens=8,
         real_train_steps=2,
@@ -122,6 +124,7 @@ PROFILES: dict[str, Profile] = {
         eval_prompts=200,
         sweep_taus=(0.03, 0.1, 1.0),
         sweep_betas=(0.125, 0.25),
+        sweep_extend=6,
         seeds=(0, 1, 2),
         tiny_new_tokens=32,
         real_train_steps=4,
@@ -149,6 +152,7 @@ PROFILES: dict[str, Profile] = {
         eval_prompts=1_000,
         sweep_taus=(0.1, 0.5, 1.0, 5.0, 10.0),
         sweep_betas=(0.125, 0.25),
+        sweep_extend=6,
         seeds=(0, 1, 2),
         tiny_new_tokens=48,
         real_train_steps=100,

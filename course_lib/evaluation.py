@@ -174,9 +174,10 @@ def compare(
 
     ``samples[method]`` is a list of runs (seeds), each one completion per context; every pair
     of runs of two methods is judged (3 x 3 seed pairs for 3 seeds, as in the paper's Table 2).
-    Returns ``vs_reference[judge][label]`` (mean, low, high, std_runs, stderr: a 95% interval
-    over runs, or over prompts with one run), ``per_prompt_vs_reference[judge][method]``
-    (averaged over runs) and ``matrices[judge]`` (names, mean, std_runs, stderr, markdown).
+    Returns ``vs_reference[judge][label]`` (mean, low, high, std_runs, stderr, ci95_halfwidth: a
+    95% interval over runs, or over prompts with one run), ``per_prompt_vs_reference[judge]
+    [method]`` (averaged over runs) and ``matrices[judge]`` (names, mean, std_runs, stderr,
+    ci95_halfwidth from :func:`pair_halfwidth`, markdown).
     """
     labels = dict(labels or {})
     methods = list(samples)
@@ -193,6 +194,7 @@ def compare(
                 "high": wr.high,
                 "std_runs": wr.std_runs,
                 "stderr": wr.stderr,
+                "ci95_halfwidth": pair_halfwidth(runs[None]),
             }
             per_prompt[m] = runs.mean(axis=0).tolist()
         out["vs_reference"][judge_name] = vs
@@ -210,14 +212,46 @@ def compare(
             for a, b in itertools.combinations(methods, 2)
         }
         matrix = winrate_matrix(names, pairwise)
+        half = np.zeros((len(methods), len(methods)))
+        for (i, a), (j, b) in itertools.combinations(enumerate(methods), 2):
+            key = (labels.get(a, a), labels.get(b, b))
+            p = pairwise[key].reshape(len(samples[a]), len(samples[b]), -1)
+            half[i, j] = half[j, i] = pair_halfwidth(p)
         out["matrices"][judge_name] = {
             "names": names,
             "mean": matrix.mean.tolist(),
             "std_runs": matrix.std_runs.tolist(),
             "stderr": matrix.stderr.tolist(),
+            "ci95_halfwidth": half.tolist(),
             "markdown": matrix.to_markdown(spread=spread),
         }
     return out
+
+
+def pair_halfwidth(p, confidence: float = 0.95) -> float:
+    """Half-width of the confidence interval of a pairwise win rate from p[i, j, n] (seed i of A,
+    seed j of B, prompt n).
+
+    The S x S seed pairs are not S^2 independent runs: every pair that shares A's seed i shares
+    its policy. With two seeds or more on both sides the interval is the crossed random-effects
+    one, t_nu sqrt(V), with V the unbiased estimate of Var(mean) from the ANOVA mean squares and
+    Satterthwaite's nu (:func:`course_lib.power.mean_interval`, which derives it). When that
+    estimate is not positive (few seeds can make it so) or a side has one seed, the t-interval
+    over the seed pairs' means (:func:`win_rate`) is used instead, so the half-width is never
+    reported as 0 for a noisy comparison.
+    """
+    from course_lib.power import mean_interval  # power imports nothing from here; kept lazy
+
+    p = np.asarray(p, dtype=float)
+    if p.ndim != 3:
+        raise ValueError(f"p must have shape (seeds of A, seeds of B, prompts), got {p.shape}")
+    if min(p.shape[:2]) >= 2 and p.shape[2] >= 2:
+        crossed = mean_interval(p, confidence)
+        if np.isfinite(crossed["halfwidth"]) and crossed["halfwidth"] > 0:
+            return float(crossed["halfwidth"])
+    wr = win_rate(p.reshape(-1, p.shape[2]), confidence)
+    dof = wr.n_runs - 1 if wr.n_runs > 1 else wr.n_prompts - 1
+    return float(stats.t.ppf(0.5 + confidence / 2, max(1, dof)) * wr.stderr)
 
 
 def kl_estimate(logp, ref_logp, mask=None) -> np.ndarray:

@@ -50,6 +50,44 @@ METHODS = PAPER_METHODS
 COMMAND = "python -m course_lib reproduce"
 MODES = ("bt", "nt")
 
+#: Where a sweep may go when its best setting sits at an edge of the profile's grid: the next
+#: value of these ladders beyond the edge (tau times the method's ``tau_scale``). beta stops at
+#: 1/2: beyond it IPO-MD's samples come mostly from pi_ref.
+TAU_LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+BETA_LADDER = (0.0625, 0.125, 0.25, 0.5)
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def grid_neighbours(best, tried, tau_ladder, beta_ladder=None) -> tuple[list, list[str]]:
+    """What a sweep lacks to call ``best = (tau, beta)`` an interior selection.
+
+    Along each axis, with the other coordinate held at the best's, the selection is inside the
+    grid when a tried point lies below it and one above. For each side without one, the ladder's
+    nearest value beyond ``best`` is proposed; a side where the ladder ends is reported as an
+    edge that cannot be left. Returns (points to train, edges named like ``"tau below"``).
+    """
+    tau, beta = best
+    axes = [("tau", 0, tau_ladder)]
+    if beta_ladder is not None:
+        axes.append(("beta", 1, beta_ladder))
+    add, stuck = [], []
+    for name, k, ladder in axes:
+        here = best[k]
+        line = [pt[k] for pt in tried if _close(pt[1 - k], best[1 - k])]
+        for side, sign in (("below", -1), ("above", 1)):
+            if any(sign * (v - here) > 0 and not _close(v, here) for v in line):
+                continue
+            options = [v for v in ladder if sign * (v - here) > 0 and not _close(v, here)]
+            if not options:
+                stuck.append(f"{name} {side}")
+                continue
+            nxt = max(options) if side == "below" else min(options)
+            add.append((nxt, beta) if k == 0 else (tau, nxt))
+    return add, stuck
+
 
 def check_choices(methods, modes) -> None:
     """Methods and oracle modes named on the command line, before anything is loaded."""
@@ -152,25 +190,52 @@ class Experiment:
         betas = self.profile.sweep_betas if ALGORITHMS[method].uses_beta else (0.0,)
         return list(itertools.product(taus, betas))
 
+    def validate(self, policy, mode: str, ref_val) -> float:
+        """The oracle's win rate of ``policy`` over pi_ref's samples on the validation prompts."""
+        prompts = [self.prompt(r.post) for r in self.valid_records]
+        ys = sample_texts(policy, self.tokenizer, prompts, self.profile.tiny_new_tokens, 10_001)
+        return float(OracleJudge(mode)(self.valid_records, ys, ref_val).mean())
+
     def sweep(self, method: str, mode: str, ref_model):
         """Train every (tau, beta) of the method's grid with the first seed; keep the best by the
-        oracle's win rate over pi_ref on validation prompts. Returns (selection, policy, curve)."""
+        oracle's win rate over pi_ref on validation prompts. While the best sits at an edge of
+        what was tried, train the ladder's next value beyond it (:func:`grid_neighbours`), up to
+        the profile's ``sweep_extend`` extra runs. Returns (selection, policy, curve)."""
         prof = self.profile
-        oracle = OracleJudge(mode)
         val_prompts = [self.prompt(r.post) for r in self.valid_records]
         ref_val = sample_texts(ref_model, self.tokenizer, val_prompts, prof.tiny_new_tokens, 10_000)
+        scale = ALGORITHMS[method].tau_scale
+        tau_ladder = [t * scale for t in TAU_LADDER]
+        beta_ladder = BETA_LADDER if ALGORITHMS[method].uses_beta else None
+        tried: dict[tuple[float, float], float] = {}
+        extended: list[dict] = []
         best = None
-        for tau, beta in self.grid(method):
-            policy, seconds, hist = self.train(method, tau, beta, prof.seeds[0], mode)
-            ys = sample_texts(policy, self.tokenizer, val_prompts, prof.tiny_new_tokens, 10_001)
-            wr = float(oracle(self.valid_records, ys, ref_val).mean())
-            self.runs.append(
-                RunResult(method, tau, beta, prof.seeds[0], mode, wr, seconds, last_kl(hist))
-            )
-            if best is None or wr > best[0]:
-                best = (wr, tau, beta, policy, hist)
-        wr, tau, beta, policy, hist = best
-        selection = {"tau": tau, "beta": beta, "val_win_vs_ref": wr, "selected_in": mode}
+        todo = self.grid(method)
+        while True:
+            for tau, beta in todo:
+                policy, seconds, hist = self.train(method, tau, beta, prof.seeds[0], mode)
+                wr = self.validate(policy, mode, ref_val)
+                tried[(tau, beta)] = wr
+                self.runs.append(
+                    RunResult(method, tau, beta, prof.seeds[0], mode, wr, seconds, last_kl(hist))
+                )
+                if best is None or wr > best[0]:
+                    best = (wr, tau, beta, policy, hist)
+            wr, tau, beta, policy, hist = best
+            missing, edges = grid_neighbours((tau, beta), tried, tau_ladder, beta_ladder)
+            todo = missing[: prof.sweep_extend - len(extended)]
+            if not todo:
+                break
+            extended += [{"tau": t, "beta": b} for t, b in todo]
+        selection = {
+            "tau": tau,
+            "beta": beta,
+            "val_win_vs_ref": wr,
+            "selected_in": mode,
+            "extended": extended,
+            # sides of the selection with no tried neighbour: the ladder ends, or the budget did
+            "at_edge": [*edges, *(f"({t:g}, {b:g}) not tried" for t, b in missing)],
+        }
         return selection, policy, hist
 
     def run(self) -> dict:
@@ -186,7 +251,10 @@ class Experiment:
             "modes": {},
         }
         selected: dict = {}
+        start = time.perf_counter()
+        seconds: dict = {}
         for mode in self.modes:
+            begun = time.perf_counter()
             ref_model, _ = self._load_policy()
             trained, curves = {}, {}
             for method in self.methods:
@@ -201,11 +269,17 @@ class Experiment:
                     trained[(method, seed)] = policy
                     curves.setdefault(method, hist)
             claim_output_dir(self.out_dir, COMMAND)
+            trained_at = time.perf_counter()
             result = self.evaluate(mode, selected, trained, ref_model)
+            seconds[mode] = {
+                "training": trained_at - begun,  # the sweep (first mode) and the other seeds
+                "evaluation": time.perf_counter() - trained_at,
+            }
             result["curves"] = curves
             summary["modes"][mode] = result
             write_figures(self.out_dir, self.methods, mode, result)
             del trained
+        summary["seconds"] = {**seconds, "total": time.perf_counter() - start}
         atomic_write_json(self.out_dir / "summary.json", summary)
         write_sweep(self.out_dir, self.runs)
         write_winrates(self.out_dir, summary)
@@ -256,35 +330,27 @@ def write_sweep(out_dir: Path, runs: list[RunResult]) -> None:
 
 
 def write_winrates(out_dir: Path, summary: dict) -> None:
-    """winrates.csv: one row per (mode, judge, row method, column method)."""
+    """winrates.csv: one row per (mode, judge, row method, column method), with the spread over
+    seed pairs (``std_runs``, the paper's) and the 95% CI half-width of the win rate
+    (``ci95_halfwidth``: :func:`course_lib.evaluation.pair_halfwidth`, crossed seeds)."""
     with atomic_open(out_dir / "winrates.csv", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["mode", "judge", "row", "column", "win_rate", "std_runs"])
+        writer.writerow(
+            ["mode", "judge", "row", "column", "win_rate", "std_runs", "ci95_halfwidth"]
+        )
         for mode, res in summary["modes"].items():
             for judge, mat in res["matrices"].items():
                 for i, a in enumerate(mat["names"]):
                     for j, b in enumerate(mat["names"]):
-                        writer.writerow(
-                            [
-                                mode,
-                                judge,
-                                a,
-                                b,
-                                f"{mat['mean'][i][j]:.4f}",
-                                f"{mat['std_runs'][i][j]:.4f}",
-                            ]
+                        cells = (
+                            mat["mean"][i][j],
+                            mat["std_runs"][i][j],
+                            mat["ci95_halfwidth"][i][j],
                         )
+                        writer.writerow([mode, judge, a, b, *(f"{v:.4f}" for v in cells)])
                 for m, wr in res["vs_reference"][judge].items():
-                    writer.writerow(
-                        [
-                            mode,
-                            judge,
-                            m,
-                            "reference",
-                            f"{wr['mean']:.4f}",
-                            f"{wr['std_runs']:.4f}",
-                        ]
-                    )
+                    cells = (wr["mean"], wr["std_runs"], wr["ci95_halfwidth"])
+                    writer.writerow([mode, judge, m, "reference", *(f"{v:.4f}" for v in cells)])
 
 
 def write_figures(out_dir: Path, methods, mode: str, result: dict) -> None:
