@@ -26,6 +26,8 @@ visible and testable:
 * each row stops at its own first EOS; later positions hold the pad token, mask 0, log-prob 0;
 * each model's own log-prob of every drawn token is kept (``Samples.stream_logprobs``): the
   reference's is log pi_ref(y_n | x, y_<n), which IPO-MD's h needs, at no extra forward.
+* ``cache="static"``: the same loop on preallocated KV caches, one fixed-shape step per token,
+  replayed as a CUDA graph on a GPU (:class:`~course_lib.streams.StaticLMStream`).
 
 The tests (tests/test_sampling.py) check the returned log-probs against a full recomputation of
 both models without cache, and the empirical distribution of many samples against the exact
@@ -42,7 +44,14 @@ import torch
 
 from course_lib import validation as check
 from course_lib.logprobs import position_ids_from_mask
-from course_lib.streams import LMStream, MixedBatchStream, mixed_batch_problem
+from course_lib.streams import (
+    CACHES,
+    LMStream,
+    MixedBatchStream,
+    StaticMixedStream,
+    mixed_batch_problem,
+    stream_for,
+)
 from course_lib.streams import _cache_kwarg as _cache_kwarg  # re-exported (older imports)
 from course_lib.streams import new_cache as new_cache  # re-exported: where learners look
 
@@ -184,7 +193,8 @@ def sample_from_streams(
     token-level geometric mixture. The same operations run in both cases, so at beta = 0 the
     mixture draws exactly the tokens of plain sampling from pi at the same seed. A stream may
     give several distributions (``stream.outputs``: a :class:`MixedBatchStream` gives pi's and
-    pi_ref's); ``weights`` has one entry per distribution.
+    pi_ref's); ``weights`` has one entry per distribution. Streams on a static cache
+    (:class:`~course_lib.streams.StaticLMStream`) take the same calls.
     """
     _check_decoding(streams, weights, max_new_tokens, temperature)
     prompt_mask = _check_prompts(prompt_ids, prompt_mask)
@@ -254,13 +264,16 @@ def sample(
     generator=None,
     adapter: bool = True,
     use_cache: bool = True,
+    cache: str = "dynamic",
 ) -> Samples:
     """Plain sampling from pi (``model``), or from pi_ref, the adapter-off base (``adapter=False``).
 
-    Seeded by ``seed`` or a ``torch.Generator`` on the prompts' device.
+    Seeded by ``seed`` or a ``torch.Generator`` on the prompts' device. ``cache="static"``
+    decodes on a preallocated KV cache with fixed-shape steps, replayed as a CUDA graph on a GPU
+    (:class:`~course_lib.streams.StaticLMStream`): the same tokens at the same seed.
     """
     gen = _generator(seed, generator, prompt_ids.device)
-    stream = LMStream(model, adapter=adapter, use_cache=use_cache)
+    stream = stream_for(model, cache, _slots(prompt_ids, max_new_tokens), adapter, use_cache)
     return sample_from_streams(
         [stream],
         [1.0],
@@ -272,6 +285,12 @@ def sample(
         pad_token_id,
         gen,
     )
+
+
+def _slots(prompt_ids, max_new_tokens) -> int:
+    """A static cache's size, prompt length + max_new_tokens (a bad count is refused later)."""
+    extra = max_new_tokens if isinstance(max_new_tokens, int) else 0
+    return prompt_ids.shape[-1] + max(extra, 0)
 
 
 def _fuse(fused: bool | None, model, ref_model, use_cache: bool) -> bool:
@@ -304,6 +323,7 @@ def sample_mixture(
     generator=None,
     use_cache: bool = True,
     fused: bool | None = None,
+    cache: str = "dynamic",
 ) -> Samples:
     """Sample from the token-level geometric mixture softmax(((1-beta) z_pi + beta z_ref) / T).
 
@@ -318,8 +338,12 @@ def sample_mixture(
     out and back in every layer: measured (tiny Llamas + LoRA, 48 tokens), fused was 4-14% slower
     at 32 rows, the course's batches, and 2-14% faster at 4 rows; so the CPU keeps two forwards.
     ``Samples.stream_logprobs`` is (log pi, log pi_ref) of each drawn token, at temperature 1.
+    ``cache`` is ``"dynamic"`` or ``"static"``, as in :func:`sample`; fused and static, the
+    2B rows run in one captured step (:class:`~course_lib.streams.StaticMixedStream`).
     """
     check.beta(beta)
+    check.choice("cache", cache, CACHES)
+    slots = _slots(prompt_ids, max_new_tokens)
     gen = _generator(seed, generator, prompt_ids.device)
     if ref_model is not None and ref_model is model:
         raise ValueError(
@@ -327,13 +351,14 @@ def sample_mixture(
             "to use the adapter-off base of a PEFT policy"
         )
     if _fuse(fused, model, ref_model, use_cache):
-        streams = [MixedBatchStream(model)]
+        fuse = StaticMixedStream(model, slots) if cache == "static" else MixedBatchStream(model)
+        streams = [fuse]
     else:
-        policy = LMStream(model, adapter=True, use_cache=use_cache)
+        policy = stream_for(model, cache, slots, True, use_cache)
         ref = (
-            LMStream(ref_model, adapter=True, use_cache=use_cache)
+            stream_for(ref_model, cache, slots, True, use_cache)
             if ref_model is not None
-            else LMStream(model, adapter=False, use_cache=use_cache)
+            else stream_for(model, cache, slots, False, use_cache)
         )
         streams = [policy, ref]
     return sample_from_streams(
@@ -358,6 +383,7 @@ def sample_texts(
     batch_size: int = 64,
     adapter: bool = True,
     add_special_tokens: bool = False,
+    cache: str = "dynamic",
 ) -> list[str]:
     """One completion per prompt text, decoded (temperature 1), seeded by ``seed``.
 
@@ -383,6 +409,7 @@ def sample_texts(
                 pad_token_id=tokenizer.pad_token_id,
                 generator=gen,
                 adapter=adapter,
+                cache=cache,
             )
         out += smp.texts(tokenizer)
     return out
