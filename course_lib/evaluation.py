@@ -169,6 +169,7 @@ def compare(
     reference: Sequence[str],
     labels: Mapping[str, str] | None = None,
     spread: str = "std_runs",
+    keep_arrays: bool = False,
 ) -> dict:
     """Every method against pi_ref and against every other method, for each judge.
 
@@ -177,12 +178,15 @@ def compare(
     Returns ``vs_reference[judge][label]`` (mean, low, high, std_runs, stderr, ci95_halfwidth: a
     95% interval over runs, or over prompts with one run), ``per_prompt_vs_reference[judge]
     [method]`` (averaged over runs) and ``matrices[judge]`` (names, mean, std_runs, stderr,
-    ci95_halfwidth from :func:`pair_halfwidth`, markdown).
+    ci95_halfwidth from :func:`pair_halfwidth`, markdown); with ``keep_arrays``, also
+    ``arrays[judge]["<a>|<b>"]``, the judged p[i, j, n] of every pair (float32), to re-analyse.
     """
     labels = dict(labels or {})
     methods = list(samples)
     names = [labels.get(m, m) for m in methods]
     out: dict = {"vs_reference": {}, "per_prompt_vs_reference": {}, "matrices": {}}
+    if keep_arrays:
+        out["arrays"] = {}
     for judge_name, judge in judges.items():
         vs, per_prompt = {}, {}
         for m in methods:
@@ -217,6 +221,8 @@ def compare(
             key = (labels.get(a, a), labels.get(b, b))
             p = pairwise[key].reshape(len(samples[a]), len(samples[b]), -1)
             half[i, j] = half[j, i] = pair_halfwidth(p)
+            if keep_arrays:
+                out["arrays"].setdefault(judge_name, {})["|".join(key)] = p.astype(np.float32)
         out["matrices"][judge_name] = {
             "names": names,
             "mean": matrix.mean.tolist(),
@@ -233,22 +239,37 @@ def pair_halfwidth(p, confidence: float = 0.95) -> float:
     seed j of B, prompt n).
 
     The S x S seed pairs are not S^2 independent runs: every pair that shares A's seed i shares
-    its policy. With two seeds or more on both sides the interval is the crossed random-effects
-    one, t_nu sqrt(V), with V the unbiased estimate of Var(mean) from the ANOVA mean squares and
-    Satterthwaite's nu (:func:`course_lib.power.mean_interval`, which derives it). When that
-    estimate is not positive (few seeds can make it so) or a side has one seed, the t-interval
-    over the seed pairs' means (:func:`win_rate`) is used instead, so the half-width is never
-    reported as 0 for a noisy comparison.
+    its policy. Under the crossed random-effects model of :mod:`course_lib.power`,
+
+        Var(mean) = s_a/I + s_b/J + s_c/N + s_ab/(IJ) + s_ac/(IN) + s_bc/(JN) + s_e/(IJN),
+
+    and the expected mean squares give E[MS_A + MS_B + MS_C] / (IJN) = Var(mean) + s_ab/(IJ) +
+    s_ac/(IN) + s_bc/(JN) + 2 s_e/(IJN). So
+
+        V+ = (MS_A + MS_B + MS_C) / (I J N)
+
+    errs only upward, by interaction terms that many prompts make small. The unbiased estimate
+    subtracts MS_AB, MS_AC and MS_BC (:func:`course_lib.power.mean_interval`), but with three
+    seeds a side the difference can come out near 0 and Satterthwaite's degrees of freedom with
+    it: the first run of this code printed a half-width of 5e7. V+ has positive coefficients
+    only, so its Satterthwaite degrees of freedom, nu = (sum MS)^2 / sum MS^2/df, never fall
+    below the smallest df (Satterthwaite 1946; Searle, Casella & McCulloch 1992, §5.2). The
+    half-width is t_{nu, (1 + confidence)/2} sqrt(V+): conservative. With one seed on a side,
+    the t-interval over the seed pairs' means (:func:`win_rate`) is used instead.
     """
-    from course_lib.power import mean_interval  # power imports nothing from here; kept lazy
+    from course_lib.power import mean_squares  # power imports nothing from here; kept lazy
 
     p = np.asarray(p, dtype=float)
     if p.ndim != 3:
         raise ValueError(f"p must have shape (seeds of A, seeds of B, prompts), got {p.shape}")
     if min(p.shape[:2]) >= 2 and p.shape[2] >= 2:
-        crossed = mean_interval(p, confidence)
-        if np.isfinite(crossed["halfwidth"]) and crossed["halfwidth"] > 0:
-            return float(crossed["halfwidth"])
+        ms, df = mean_squares(p)
+        terms = ("seed_A", "seed_B", "prompt")
+        total = sum(ms[t] for t in terms)
+        if total <= 0:
+            return 0.0
+        nu = total**2 / sum(ms[t] ** 2 / df[t] for t in terms)
+        return float(stats.t.ppf(0.5 + confidence / 2, nu) * np.sqrt(total / p.size))
     wr = win_rate(p.reshape(-1, p.shape[2]), confidence)
     dof = wr.n_runs - 1 if wr.n_runs > 1 else wr.n_prompts - 1
     return float(stats.t.ppf(0.5 + confidence / 2, max(1, dof)) * wr.stderr)

@@ -15,7 +15,9 @@ policy is the fixed opponent). The sweep runs in the first oracle mode; the seco
 the selected settings, which halves the cost of the run.
 
 Everything is written to ``results/<track>-<profile>/``: ``summary.json``, ``sweep.csv``,
-``matrix_<mode>_<judge>.md`` (the Table 2 layout), ``winrates.csv`` and figures.
+``matrix_<mode>_<judge>.md`` (the Table 2 layout), ``winrates.csv``, figures, and
+``pairwise_<mode>.npz`` (every pair's judged p[seed of A, seed of B, prompt], keys
+``<judge>/<row>|<column>``).
 """
 
 from __future__ import annotations
@@ -306,8 +308,13 @@ class Experiment:
         except FileNotFoundError:
             pass
         labels = {m: label(m) for m in self.methods}
-        result = compare(judges, self.test_records, samples, reference, labels)
+        result = compare(judges, self.test_records, samples, reference, labels, keep_arrays=True)
         result.pop("per_prompt_vs_reference")
+        arrays = {
+            f"{j}/{pair}": p for j, d in result.pop("arrays").items() for pair, p in d.items()
+        }
+        with atomic_open(self.out_dir / f"pairwise_{mode}.npz", "wb") as f:
+            np.savez_compressed(f, **arrays)  # p[i, j, n] of every pair: CIs can be recomputed
         for judge_name, mat in result["matrices"].items():
             atomic_write_text(
                 self.out_dir / f"matrix_{mode}_{judge_name}.md",
