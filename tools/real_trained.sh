@@ -5,8 +5,10 @@
 # every method continues from its last checkpoint; a finished method is not trained again.
 #
 #   bash tools/real_trained.sh                 # the committed run: the cpu sizes below
+#   STEPS=64 RUNS=runs/rt-64 OUT=results/real-trained-cpu/after-64-steps bash tools/real_trained.sh
+#                                              # its half-way evaluation (the same runs' first 64)
 #   PROFILE=gpu bash tools/real_trained.sh     # the gpu profile's sizes (100 steps x 16 prompts x 64)
-#   STEPS=128 bash tools/real_trained.sh       # any size can be set; a new RUNS folder for new sizes
+#   STEPS=256 RUNS=runs/rt-256 bash tools/real_trained.sh  # any size; a new RUNS folder for new sizes
 #
 # Runs go to runs/real-trained-$PROFILE/<method>/ (checkpoints; not committed). A method whose
 # adapter exists is not trained again; a method killed half-way resumes from its last checkpoint.
@@ -18,9 +20,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 PROFILE=${PROFILE:-cpu}
 if [ "$PROFILE" = cpu ]; then
-    # an hour or so of CPU time per method on 2 cores; the cpu profile's own sizes (4 steps) are
-    # a smoke test of the machinery, too short to learn
-    STEPS=${STEPS:-64}
+    # 30-45 minutes of step time per method on an idle 2-core CPU; the cpu profile's own sizes
+    # (4 steps) are a smoke test of the machinery, too short to learn
+    STEPS=${STEPS:-128}
     PROMPTS=${PROMPTS:-4}
     TOKENS=${TOKENS:-32}
 fi
