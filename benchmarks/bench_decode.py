@@ -31,6 +31,7 @@ from bench_sampling import (  # noqa: E402 (it puts the repository on the path)
     clock,
     load_average,
     machine,
+    parse_models,
     write_section,
 )
 
@@ -164,9 +165,7 @@ def main(argv=None) -> int:
     caches = [c.strip() for c in args.cache.split(",")]
     if bad := [c for c in caches if c not in CACHES]:
         raise ValueError(f"--cache {bad} is invalid: choose from {', '.join(CACHES)}")
-    models = [m.strip() for m in args.models.split(",")]
-    if bad := [m for m in models if m not in ("tiny", "smollm2")]:
-        raise ValueError(f"unknown model(s) {bad}; choose from tiny, smollm2")
+    models = parse_models(args.models)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = llm.default_device()

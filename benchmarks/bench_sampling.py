@@ -82,6 +82,14 @@ def build_smollm2(device):
     return policy.model, policy.model.config.vocab_size
 
 
+def parse_models(text: str) -> list[str]:
+    """--models: a comma-separated subset of tiny, smollm2; anything else is named and refused."""
+    models = [m.strip() for m in text.split(",")]
+    if bad := [m for m in models if m not in ("tiny", "smollm2")]:
+        raise ValueError(f"unknown model(s) {bad}; choose from tiny, smollm2")
+    return models
+
+
 def clock(fn) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -257,9 +265,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     tokens = [int(t) for t in args.tokens.split(",")]
-    wanted = [m.strip() for m in args.models.split(",")]
-    if bad := [m for m in wanted if m not in ("tiny", "smollm2")]:
-        raise ValueError(f"unknown model(s) {bad}; choose from tiny, smollm2")
+    wanted = parse_models(args.models)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = llm.default_device()

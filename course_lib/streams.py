@@ -73,9 +73,13 @@ class LMStream:
             contextlib.nullcontext() if self.adapter else adapter_disabled(self.model, self._layers)
         )
 
+    def _step_context(self):
+        """The context of one forward (a subclass may add hooks for its own forwards only)."""
+        return self._context()
+
     def __call__(self, input_ids, attention_mask, position_ids, **forward_kwargs):
         """Logits (B, V) for the next token, given the new tokens and the full attention mask."""
-        with self._context():
+        with self._step_context():
             if self.use_cache:
                 out = self.model(
                     input_ids=input_ids,
@@ -203,22 +207,9 @@ class StaticLMStream(LMStream):
         base = model.get_base_model() if is_peft_model(model) else model
         self._positional = "cache_position" in inspect.signature(base.forward).parameters
 
-    def _step_context(self):
-        return self._context()
-
     def _forward(self, input_ids, attention_mask, position_ids, cache_position):
         extra = {"cache_position": cache_position} if self._positional else {}
-        with self._step_context():
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=True,
-                logits_to_keep=1,
-                **{self._kwarg: self.cache},
-                **extra,
-            )
-        return out.logits[:, -1].float()
+        return super().__call__(input_ids, attention_mask, position_ids, **extra)
 
     def __call__(self, input_ids, attention_mask, position_ids):
         n = input_ids.shape[1]
